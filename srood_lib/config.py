@@ -1,0 +1,121 @@
+"""Profile configs: loading, command-line style overrides, hashing, and the project's standard paths.
+
+A profile (``configs/<profile>.yaml``) is plain data and the only place where budgets, resolutions, erosion
+sets, model widths and seeds are set. Everything else reads it; nothing re-declares its defaults.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+def cache_dir() -> Path:
+    """Where the dataset cache, converted weights and other derived files live (git-ignored).
+
+    ``SROOD_CACHE_DIR`` overrides the default ``<project>/data``.
+    """
+    return Path(os.environ.get("SROOD_CACHE_DIR", PROJECT_ROOT / "data"))
+
+
+def checkpoint_dir() -> Path:
+    """Where trained models are written (git-ignored). ``SROOD_CHECKPOINT_DIR`` overrides."""
+    return Path(os.environ.get("SROOD_CHECKPOINT_DIR", PROJECT_ROOT / "checkpoints"))
+
+
+def results_dir(profile: str) -> Path:
+    """Where rendered results of a profile go (committed for the CPU profile by run_all.sh)."""
+    return Path(os.environ.get("SROOD_RESULTS_DIR", PROJECT_ROOT / "results")) / profile
+
+
+def local_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The local copy of the raw datasets: ``explicit`` (``--data-dir``) first, then ``SROOD_DATA_DIR``."""
+    value = explicit if explicit is not None else os.environ.get("SROOD_DATA_DIR")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def profile_path(profile: str | os.PathLike) -> Path:
+    """``quick`` -> ``configs/quick.yaml``; an existing path is returned as is."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = CONFIG_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"unknown profile {profile!r}: no {path}. Known profiles: {', '.join(known)}")
+    return path
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as YAML, so ``3``, ``0.5``, ``true``, ``[2, 4]`` and ``null`` get their types."""
+    return yaml.safe_load(text)
+
+
+def set_dotted(cfg: dict, dotted_key: str, value: Any) -> None:
+    """``set_dotted(cfg, "prior.train.kimg", 10)``; the key must already exist, so typos fail loudly."""
+    keys = dotted_key.split(".")
+    node = cfg
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            where = ".".join(keys[:i]) or "<top level>"
+            options = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
+            raise KeyError(f"config has no key {dotted_key!r}: {key!r} is not in {where} (keys there: {options})")
+        if i == len(keys) - 1:
+            node[key] = value
+        else:
+            node = node[key]
+
+
+def apply_overrides(cfg: Mapping, overrides: Iterable[str] | Mapping[str, Any] | None) -> dict:
+    """Return a copy of ``cfg`` with overrides applied: ``["a.b=3", ...]`` or ``{"a.b": 3}``."""
+    out = copy.deepcopy(dict(cfg))
+    if not overrides:
+        return out
+    items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides)
+    for key, value in items:
+        set_dotted(out, key, value)
+    return out
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key.subkey=value")
+    key, value = text.split("=", 1)
+    return key.strip(), parse_value(value)
+
+
+def load_config(profile: str | os.PathLike, overrides: Iterable[str] | Mapping[str, Any] | None = None) -> dict:
+    """Load ``configs/<profile>.yaml`` and apply overrides."""
+    with open(profile_path(profile)) as f:
+        cfg = yaml.safe_load(f)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{profile_path(profile)} must hold a mapping at the top level")
+    return apply_overrides(cfg, overrides)
+
+
+def notebook_config(profile: str, namespace: Mapping[str, Any]) -> dict:
+    """The config a notebook runs with.
+
+    Papermill injects every top-level key of the (resolved) profile YAML into the notebook's namespace; run
+    interactively, nothing is injected. Either way the notebook gets the full profile, with any injected
+    top-level values taking precedence, so its parameters cell only names the profile.
+    """
+    cfg = load_config(profile)
+    for key in list(cfg):
+        if key in namespace and key != "profile":
+            cfg[key] = copy.deepcopy(namespace[key])
+    return cfg
+
+
+def config_hash(section: Any, length: int = 12) -> str:
+    """A stable short hash of a config section (key order does not matter); keys checkpoints to their recipe."""
+    blob = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

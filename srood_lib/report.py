@@ -1,0 +1,109 @@
+"""Provenance of results, results tables, and image grids for the repair figures.
+
+Every results row says how it was made: profile, seed, git commit and a hash of the data it was computed on.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import PROJECT_ROOT
+
+RESULT_COLUMNS = ["table", "id", "ood", "method", "metric", "value", "ci_low", "ci_high", "n_id", "n_ood",
+                  "profile", "seed", "commit", "data_hash", "note"]
+
+
+def git_commit(short: bool = True) -> str:
+    """The commit the workbook runs at, with ``+dirty`` when the tracked tree has uncommitted changes."""
+    try:
+        args = ["git", "rev-parse", "--short", "HEAD"] if short else ["git", "rev-parse", "HEAD"]
+        rev = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def results_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows -> a frame with the standard columns in the standard order (missing optional ones left empty)."""
+    frame = pd.DataFrame(list(rows))
+    for col in RESULT_COLUMNS:
+        if col not in frame:
+            frame[col] = None
+    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
+    return frame[RESULT_COLUMNS + extra]
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a CSV via a temporary file and a rename, so a crash never leaves half a table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def image_grid(images: np.ndarray, nrow: int, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 images ``(N, H, W, 3)`` into one uint8 image with ``nrow`` images per row."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"image_grid wants uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    n, h, w, _ = images.shape
+    ncol = max(1, nrow)
+    nrows = -(-n // ncol)
+    grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, 3), pad_value, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid
+
+
+def repair_figure(rows: Sequence[tuple[str, np.ndarray]], columns: Sequence[tuple[str, np.ndarray]] | None = None,
+                  title: str | None = None, path: str | os.PathLike | None = None):
+    """A figure in the paper's layout: one labelled row of images per stage (original / eroded / repaired).
+
+    ``rows``: ``[(label, uint8 (N, H, W, 3)), ...]``, all with the same N. ``columns`` optionally splits the N
+    images into named groups (e.g. one per dataset) given as ``[(name, count), ...]`` — drawn as titles.
+    Saves a PNG when ``path`` is given (atomically) and returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(rows[0][1])
+    if any(len(r[1]) != n for r in rows):
+        raise ValueError("every row of a repair figure needs the same number of images")
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4, n * 0.6), 0.75 * len(rows) + (0.4 if title else 0)),
+                             squeeze=False)
+    for ax, (label, imgs) in zip(axes[:, 0], rows):
+        ax.imshow(image_grid(imgs, nrow=n))
+        ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    if columns:
+        h_img = rows[0][1].shape[2] + 2
+        pos = 0
+        for name, count in columns:
+            axes[0, 0].text((pos + count / 2) * h_img, -4, name, ha="center", va="bottom", fontsize=8)
+            pos += count
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure as PNG via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path

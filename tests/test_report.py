@@ -1,0 +1,44 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from srood_lib import report
+
+
+def test_image_grid_places_each_image_and_pads():
+    imgs = np.stack([np.full((4, 5, 3), v, np.uint8) for v in (10, 20, 30)])
+    grid = report.image_grid(imgs, nrow=2, pad=1, pad_value=255)
+    assert grid.shape == (2 * (4 + 1) + 1, 2 * (5 + 1) + 1, 3)
+    assert grid[1, 1, 0] == 10 and grid[1, 7, 0] == 20 and grid[6, 1, 0] == 30
+    assert grid[0, 0, 0] == 255 and grid[6, 7, 0] == 255  # padding and the empty last cell
+
+
+def test_image_grid_rejects_float_images():
+    with pytest.raises(ValueError, match="uint8"):
+        report.image_grid(np.zeros((1, 4, 4, 3), np.float32), nrow=1)
+
+
+def test_results_frame_has_standard_columns_first():
+    frame = report.results_frame([{"table": "I", "value": 90.0, "extra": 1}])
+    assert list(frame.columns[: len(report.RESULT_COLUMNS)]) == report.RESULT_COLUMNS
+    assert frame.loc[0, "extra"] == 1 and pd.isna(frame.loc[0, "seed"])
+
+
+def test_write_csv_atomic_leaves_no_temporary_file(tmp_path):
+    path = report.write_csv_atomic(pd.DataFrame({"a": [1, 2]}), tmp_path / "sub" / "t.csv")
+    assert pd.read_csv(path)["a"].tolist() == [1, 2]
+    assert [p.name for p in path.parent.iterdir()] == ["t.csv"]
+
+
+def test_git_commit_names_a_revision_or_unknown():
+    commit = report.git_commit()
+    assert commit == "unknown" or len(commit.split("+")[0]) >= 7
+
+
+def test_repair_figure_saves_png(tmp_path):
+    imgs = np.zeros((3, 8, 8, 3), np.uint8)
+    report.repair_figure([("original", imgs), ("repaired", imgs + 50)], columns=[("a", 2), ("b", 1)],
+                         title="t", path=tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="same number"):
+        report.repair_figure([("a", imgs), ("b", imgs[:2])])
