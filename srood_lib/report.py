@@ -78,7 +78,7 @@ def repair_figure(rows: Sequence[tuple[str, np.ndarray]], columns: Sequence[tupl
     n = len(rows[0][1])
     if any(len(r[1]) != n for r in rows):
         raise ValueError("every row of a repair figure needs the same number of images")
-    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4, n * 0.6), 0.75 * len(rows) + (0.4 if title else 0)),
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4, n * 0.6), 0.7 * len(rows) + (0.4 if title else 0)),
                              squeeze=False)
     for ax, (label, imgs) in zip(axes[:, 0], rows):
         ax.imshow(image_grid(imgs, nrow=n))
@@ -107,3 +107,76 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     os.replace(tmp, path)
     return path
+
+
+def dataset_overview(names: Sequence[str], resolution: int, n_show: int = 8, path: str | os.PathLike | None = None):
+    """Counts per split of each present dataset and one row of sample images each (test split, else the first).
+
+    Returns ``(counts_frame, figure)``; absent datasets are left out here (``dataset_status`` says why).
+    """
+    import matplotlib.pyplot as plt
+
+    from srood_lib.data import DATASETS, DatasetMissingError, load_dataset
+
+    counts, rows = [], []
+    for name in names:
+        spec = DATASETS[name]
+        shown = None
+        for split in spec.splits:
+            try:
+                s = load_dataset(name, split, resolution, progress=False)
+            except DatasetMissingError:
+                continue
+            counts.append({"dataset": name, "split": split, "count": len(s), "sha256": s.manifest["sha256"][:12]})
+            if shown is None or split == "test":
+                shown = s
+        if shown is not None:
+            pick = np.sort(np.random.default_rng(0).choice(len(shown), min(n_show, len(shown)), replace=False))
+            rows.append((f"{name}\n({shown.split})", shown.images[pick]))  # a spread, not the first class
+    fig = None
+    if rows:
+        fig, axes = plt.subplots(len(rows), 1, figsize=(n_show * 0.8, 0.9 * len(rows)), squeeze=False)
+        for ax, (label, imgs) in zip(axes[:, 0], rows):
+            ax.imshow(image_grid(imgs, nrow=n_show))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            save_figure(fig, path)
+    return pd.DataFrame(counts), fig
+
+
+def erosion_figure(images: np.ndarray, erosion_names: Sequence[str], seed: int, path=None):
+    """The "after erosion" rows of Figs 3–6: ``images`` (uint8) under each named erosion, one row each."""
+    import torch
+
+    from srood_lib.data import to_tensor, to_uint8
+    from srood_lib.erosion import parse_erosion
+
+    x = to_tensor(images)
+    rows = [("original", np.asarray(images))]
+    for name in erosion_names:
+        gen = torch.Generator().manual_seed(seed)
+        rows.append((name, to_uint8(parse_erosion(name)(x, generator=gen))))
+    return repair_figure(rows, path=path)
+
+
+def loss_curves(csv_path: str | os.PathLike, columns: Sequence[str], x: str = "kimg", title: str | None = None,
+                path: str | os.PathLike | None = None, smooth: int = 20):
+    """Plot training losses from a losses.csv (raw, faint; running mean, solid). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    frame = pd.read_csv(csv_path)
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 2.6), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        ax.plot(frame[x], frame[col], alpha=0.3, lw=0.8)
+        ax.plot(frame[x], frame[col].rolling(smooth, min_periods=1).mean(), lw=1.5)
+        ax.set_title(col, fontsize=9)
+        ax.set_xlabel(x)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

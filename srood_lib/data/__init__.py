@@ -1,0 +1,14 @@
+"""Datasets for srood: a registry of named sets, official downloads, a local data dir, any image folder/zip, and
+one cache (``cache_dir()/datasets/<name>/<split>_<R>px.npz`` + JSON manifest). See ``data/README.md``.
+
+Images are uint8 ``(N, H, W, 3)``; ``to_tensor`` gives the models' float ``(N, 3, H, W)`` in [-1, 1].
+"""
+from .api import ImageSet, data_hash, dataset_status, load_dataset, load_image_folder
+from .errors import CorruptDataError, DatasetMissingError
+from .images import to_tensor, to_uint8
+from .registry import DATASETS, DatasetSpec, Layout
+
+__all__ = [
+    "DATASETS", "CorruptDataError", "DatasetMissingError", "DatasetSpec", "ImageSet", "Layout", "data_hash",
+    "dataset_status", "load_dataset", "load_image_folder", "to_tensor", "to_uint8",
+]
