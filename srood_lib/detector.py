@@ -1,0 +1,197 @@
+"""The SR-OOD detector: Algorithm 2 of the paper, plus the choice of T* and of the threshold.
+
+``S(x) = distance(R(T*(x)), x)`` with R the repair network (styles from layer ``mix_from_layer`` on replaced by
+the latent mean, the paper's test-time style mixing) and distance LPIPS by default. ``predict`` flags ``S > eps``.
+
+How T* and eps are chosen (no test OOD set, no external data): a validation split is held out of the ID training
+images; synthetic outliers are made from it (patch-shuffled, upside down, noisy: ``srood_lib.outliers``); T* is
+the candidate erosion with the highest mean AUROC of ID-validation vs. those outliers; eps accepts
+``id_acceptance`` (95 %) of the ID validation scores under T*.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from srood_lib.erosion import parse_erosion
+from srood_lib.metrics import auroc, predict_ood, threshold_at_id_acceptance
+from srood_lib.models.psp import PSPEncoder, RepairNetwork
+from srood_lib.models.stylegan2 import Generator
+from srood_lib.outliers import synthetic_outliers
+from srood_lib.perceptual import distance
+from srood_lib.train_prior import atomic_torch_save, load_prior, resolve_device, to_float_images, to_uint8_images, \
+    uint8_to_tensor
+from srood_lib.train_repair import train_repair
+
+DETECTOR_FORMAT = "srood-detector-v1"
+_DEFAULT = object()  # "use the detector's own setting"
+
+
+def detector_config(profile_cfg: dict, variant: str) -> dict:
+    """The plain-data config of one SR-OOD variant, taken from a profile (no defaults of its own)."""
+    repair, det = profile_cfg["repair"], profile_cfg["detector"]
+    if variant not in repair["variants"]:
+        raise KeyError(f"unknown SR-OOD variant {variant!r}; the profile defines {sorted(repair['variants'])}")
+    var = repair["variants"][variant]
+    return {"variant": variant, "seed": profile_cfg["seed"], "device": profile_cfg["device"],
+            "encoder": repair["encoder"], "train": repair["train"],
+            "train_erosions": var["train_erosions"], "candidate_erosions": var["candidate_erosions"],
+            "mix_from_layer": det["mix_from_layer"], "distance": det["distance"], "lpips_net": det["lpips_net"],
+            "id_acceptance": det["id_acceptance"], "n_val": profile_cfg["data"]["n_val"],
+            "synthetic_outliers": det["synthetic_outliers"], "batch_size": profile_cfg["eval"]["batch_size"]}
+
+
+def split_validation(images: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold ``n_val`` images out of ``images`` (a seeded permutation): returns (train, val)."""
+    if not 0 < n_val < len(images):
+        raise ValueError(f"n_val must be between 1 and {len(images) - 1} for {len(images)} images, got {n_val}")
+    perm = np.random.default_rng([seed, 7]).permutation(len(images))
+    return images[np.sort(perm[n_val:])], images[np.sort(perm[:n_val])]
+
+
+class SROOD:
+    """One SR-OOD variant (``rec``, ``sr`` or ``inpaint``) around a frozen generative prior.
+
+    ``SROOD(config, generator).fit(images, out_dir)`` trains the repair network (Algorithm 1), chooses T* and the
+    threshold; ``score``, ``predict``, ``repair`` apply Algorithm 2; ``save``/``load`` keep everything in one file.
+    """
+
+    def __init__(self, config: dict, generator: Generator | str | os.PathLike):
+        self.config = copy.deepcopy(config)
+        self.device = resolve_device(config["device"])
+        self.generator = generator if isinstance(generator, Generator) else load_prior(generator, self.device)
+        self.net: RepairNetwork | None = None
+        self.erosion_name: str | None = None
+        self.threshold: float | None = None
+        self.selection: pd.DataFrame | None = None
+
+    # ------------------------------------------------------------------------------------------- training
+    def fit(self, images: np.ndarray, out_dir: str | os.PathLike, prior_id: str = "",
+            progress: bool = True) -> "SROOD":
+        """Train on ID ``images`` (uint8 (N, H, W, 3)), resuming from ``out_dir``; then choose T* and eps."""
+        cfg = self.config
+        train, val = split_validation(images, cfg["n_val"], cfg["seed"])
+        self.net = train_repair(train, self.generator, cfg["train"], cfg["encoder"], cfg["train_erosions"], out_dir,
+                                seed=cfg["seed"], device=self.device, prior_id=prior_id, progress=progress)
+        self.select_erosion(val)
+        return self
+
+    def select_erosion(self, val_images: np.ndarray) -> str:
+        """Choose T* among the candidates by mean AUROC of ID validation vs. synthetic outliers; set eps."""
+        outliers = synthetic_outliers(val_images, self.config["synthetic_outliers"], seed=self.config["seed"])
+        rows = []
+        for name in self.config["candidate_erosions"]:
+            s_val = self.score(val_images, erosion=name)
+            row = {"erosion": name}
+            for kind, imgs in outliers.items():
+                row[kind] = 100 * auroc(s_val, self.score(imgs, erosion=name))
+            row["mean"] = float(np.mean([row[k] for k in outliers]))
+            rows.append(row)
+        self.selection = pd.DataFrame(rows)
+        self.erosion_name = str(self.selection.loc[self.selection["mean"].idxmax(), "erosion"])
+        self.threshold = threshold_at_id_acceptance(self.score(val_images), self.config["id_acceptance"])
+        return self.erosion_name
+
+    # ------------------------------------------------------------------------------------------- testing
+    def _require_net(self) -> RepairNetwork:
+        if self.net is None:
+            raise RuntimeError("this SROOD has no repair network yet: call fit(...) or SROOD.load(path)")
+        return self.net
+
+    @torch.no_grad()
+    def repair(self, images: np.ndarray, erosion=_DEFAULT, mix_from_layer=_DEFAULT):
+        """(eroded, repaired) float tensors on the CPU for uint8 ``images``, with T* and mixing by default."""
+        net = self._require_net()
+        name = self.erosion_name if erosion is _DEFAULT else erosion
+        if name is None:
+            raise RuntimeError("no T* chosen yet: call fit(...) or pass erosion=...")
+        erode = parse_erosion(name)
+        mix = self.config["mix_from_layer"] if mix_from_layer is _DEFAULT else mix_from_layer
+        x = to_float_images(uint8_to_tensor(images)).to(self.device)
+        gen = torch.Generator().manual_seed(self.config["seed"])  # only random erosions use it
+        eroded = erode(x, generator=gen)
+        return eroded, net(eroded, mix_from_layer=mix), x
+
+    @torch.no_grad()
+    def score(self, images: np.ndarray, erosion=_DEFAULT, mix_from_layer=_DEFAULT, metric: str | None = None,
+              lpips_net: str | None = None) -> np.ndarray:
+        """OOD scores S(x) (higher = more OOD) for uint8 ``images``, in batches."""
+        metric = metric or self.config["distance"]
+        lpips_net = lpips_net or self.config["lpips_net"]
+        bs = int(self.config["batch_size"])
+        out = []
+        for i in range(0, len(images), bs):
+            _, repaired, x = self.repair(images[i:i + bs], erosion=erosion, mix_from_layer=mix_from_layer)
+            out.append(distance(repaired.float(), x, metric, net=lpips_net).cpu())
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Algorithm 2's decision: True where S(x) > eps (OOD)."""
+        if self.threshold is None:
+            raise RuntimeError("no threshold yet: call fit(...) or SROOD.load(path)")
+        return predict_ood(self.score(images), self.threshold)
+
+    def repair_uint8(self, images: np.ndarray, **kw) -> dict[str, np.ndarray]:
+        """Original / eroded / repaired images as uint8, for the repair figures."""
+        eroded, repaired, _ = self.repair(images, **kw)
+        return {"original": np.asarray(images), "eroded": to_uint8_images(eroded),
+                "repaired": to_uint8_images(repaired)}
+
+    # ------------------------------------------------------------------------------------------- storage
+    def save(self, path: str | os.PathLike) -> Path:
+        """One self-contained file: config, generator, encoder, T*, threshold and the T* selection table."""
+        net = self._require_net()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"format": DETECTOR_FORMAT, "config": self.config, "erosion": self.erosion_name,
+                           "threshold": self.threshold,
+                           "selection": None if self.selection is None else self.selection.to_dict("list"),
+                           "G_kwargs": net.generator.init_kwargs, "encoder_kwargs": net.encoder.init_kwargs,
+                           "net": {k: v.cpu() for k, v in net.state_dict().items()}}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> "SROOD":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no detector at {path}; train one (notebook 02_train_repair) or check the path")
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if blob.get("format") != DETECTOR_FORMAT:
+            raise ValueError(f"{path} is not an SR-OOD detector file ({DETECTOR_FORMAT})")
+        config = blob["config"]
+        if device is not None:
+            config = {**config, "device": device}
+        generator = Generator(**blob["G_kwargs"])
+        det = cls(config, generator)
+        net = RepairNetwork(PSPEncoder(**blob["encoder_kwargs"]), generator,
+                            train_decoder=config["train"]["train_decoder"])
+        net.load_state_dict(blob["net"])
+        net.requires_grad_(False)
+        det.net = net.eval().to(det.device)
+        det.generator = det.net.generator
+        det.erosion_name, det.threshold = blob["erosion"], blob["threshold"]
+        det.selection = None if blob["selection"] is None else pd.DataFrame(blob["selection"])
+        return det
+
+
+def score_sets(detector: SROOD, sets: dict[str, np.ndarray], **kw) -> dict[str, np.ndarray]:
+    """Scores for several named image sets with the same settings."""
+    return {name: detector.score(images, **kw) for name, images in sets.items()}
+
+
+def mixing_sweep(detector: SROOD, id_images: np.ndarray, ood_sets: dict[str, np.ndarray],
+                 layers: Sequence[int | None]) -> pd.DataFrame:
+    """AUROC (×100) per OOD set for each style-mixing layer k (None = no mixing)."""
+    rows = []
+    for k in layers:
+        s_id = detector.score(id_images, mix_from_layer=k)
+        for name, imgs in ood_sets.items():
+            rows.append({"mix_from_layer": "none" if k is None else k, "ood": name,
+                         "auroc": 100 * auroc(s_id, detector.score(imgs, mix_from_layer=k))})
+    return pd.DataFrame(rows)

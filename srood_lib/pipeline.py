@@ -1,0 +1,261 @@
+"""The workbook's steps as functions of the profile config, so notebooks stay a few calls long.
+
+Each step reads only the config and what earlier steps wrote (the data cache, checkpoints keyed by the hash of
+the config section that made them), so a re-run skips work whose inputs have not changed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash
+from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset
+from srood_lib.detector import SROOD, detector_config
+from srood_lib.metrics import ood_metrics
+from srood_lib.report import git_commit
+
+VARIANT_METHODS = {"rec": "SR-OOD_Rec", "inpaint": "SR-OOD_Inpaint", "sr": "SR-OOD_SR"}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+def subsample(image_set: ImageSet, n: int | None, seed: int) -> ImageSet:
+    """The first ``n`` images of a seeded permutation (all when ``n`` is None or >= len)."""
+    if n is None or n >= len(image_set):
+        return image_set
+    idx = np.sort(np.random.default_rng([seed, len(image_set)]).permutation(len(image_set))[:n])
+    manifest = {**image_set.manifest, "subsample": {"n": int(n), "seed": int(seed)}}
+    return ImageSet(image_set.images[idx], image_set.labels[idx], manifest, image_set.name, image_set.split)
+
+
+def id_sets(cfg: dict) -> tuple[ImageSet, ImageSet]:
+    """(ID train, ID test) as the profile asks: dataset, resolution and subsample sizes."""
+    d = cfg["data"]
+    train = subsample(load_dataset(d["id"], "train", d["resolution"]), d["n_train"], cfg["seed"])
+    test = subsample(load_dataset(d["id"], "test", d["resolution"]), d["n_test_id"], cfg["seed"])
+    return train, test
+
+
+def ood_sets(cfg: dict) -> tuple[dict[str, ImageSet], dict[str, str]]:
+    """The profile's OOD test sets that are present, and for the absent ones why (the dataset error's text)."""
+    d = cfg["data"]
+    present, missing = {}, {}
+    for name in d["ood"]:
+        try:
+            full = load_dataset(name, "test", d["resolution"], progress=False)
+        except DatasetMissingError as err:
+            missing[name] = str(err)
+            continue
+        present[name] = subsample(full, d["n_test_ood"], cfg["seed"])
+    return present, missing
+
+
+# ------------------------------------------------------------------------------------------------ prior
+
+def prior_recipe(cfg: dict) -> dict:
+    """The prior section minus the pointer to a stored checkpoint, plus what the prior is trained on."""
+    recipe = {k: v for k, v in cfg["prior"].items() if k != "checkpoint"}
+    return {"prior": recipe, "data": {"id": cfg["data"]["id"], "n_train": cfg["data"]["n_train"]},
+            "seed": cfg["seed"]}
+
+
+def prior_id(cfg: dict) -> str:
+    return config_hash(prior_recipe(cfg))
+
+
+def prior_run_dir(cfg: dict) -> Path:
+    return checkpoint_dir() / "prior" / f"{cfg['data']['id']}_{cfg['prior']['resolution']}px_{prior_id(cfg)}"
+
+
+def stored_prior(cfg: dict) -> Path | None:
+    """The committed/pretrained prior named by ``prior.checkpoint`` when its recipe hash matches, else None."""
+    name = cfg["prior"].get("checkpoint")
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() else PROJECT_ROOT / name
+    record = path.with_suffix(".json")
+    if not path.exists() or not record.exists():
+        return None
+    if json.loads(record.read_text()).get("prior_id") != prior_id(cfg):
+        return None
+    return path
+
+
+@dataclass
+class PriorInfo:
+    path: Path
+    prior_id: str
+    source: str  # "stored checkpoint" | "trained by this run"
+    notes: list[str] = field(default_factory=list)
+
+
+def ensure_prior(cfg: dict, train_images: ImageSet, progress: bool = True) -> PriorInfo:
+    """Use the stored prior whose recipe matches the profile; otherwise train (or resume) one with its budget."""
+    from srood_lib.train_prior import train_prior
+
+    pid = prior_id(cfg)
+    stored = stored_prior(cfg)
+    if stored is not None:
+        return PriorInfo(stored, pid, "stored checkpoint")
+    recipe = prior_recipe(cfg)["prior"]
+    path = train_prior(train_images.images, recipe, prior_run_dir(cfg), seed=cfg["seed"], device=cfg["device"],
+                       progress=progress)
+    notes = []
+    if cfg["prior"].get("checkpoint"):
+        notes.append(f"prior.checkpoint {cfg['prior']['checkpoint']} missing or made by another recipe; trained one")
+    return PriorInfo(path, pid, "trained by this run", notes)
+
+
+# ------------------------------------------------------------------------------------------------ repair
+
+def detector_path(cfg: dict, variant: str) -> Path:
+    dcfg = detector_config(cfg, variant)
+    key = config_hash({"detector": dcfg, "prior": prior_id(cfg)})
+    return checkpoint_dir() / "repair" / f"{cfg['data']['id']}_{variant}_{key}"
+
+
+def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet,
+                 progress: bool = True) -> SROOD:
+    """Train (or resume, or load when finished) the repair network of one variant and choose its T* and eps."""
+    run_dir = detector_path(cfg, variant)
+    final = run_dir / "detector.pt"
+    if final.exists():
+        return SROOD.load(final, device=None)
+    det = SROOD(detector_config(cfg, variant), prior.path)
+    det.fit(train_images.images, run_dir, prior_id=prior.prior_id, progress=progress)
+    det.save(final)
+    return det
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+def evaluate(cfg: dict, table: str, method: str, scores_id: np.ndarray, scores_ood: dict[str, np.ndarray],
+             id_set: ImageSet, ood: dict[str, ImageSet], note: str = "") -> pd.DataFrame:
+    """Rows of all metrics (×100) per OOD set, with provenance, in the standard results format."""
+    rows = []
+    commit = git_commit()
+    for name, s_ood in scores_ood.items():
+        m = ood_metrics(scores_id, s_ood, n_boot=cfg["eval"]["n_boot"], seed=cfg["seed"])
+        base = {"table": table, "id": cfg["data"]["id"], "ood": name, "method": method, "n_id": m["n_id"],
+                "n_ood": m["n_ood"], "profile": cfg["profile"], "seed": cfg["seed"], "commit": commit,
+                "data_hash": data_hash(id_set, ood[name]), "note": note}
+        for metric in ("auroc", "aupr_in", "aupr_out", "fpr_at_95tpr"):
+            row = {**base, "metric": metric, "value": round(100 * m[metric], 2)}
+            if metric == "auroc":
+                row.update(ci_low=round(100 * m["auroc_ci_lo"], 2), ci_high=round(100 * m["auroc_ci_hi"], 2))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def missing_rows(cfg: dict, table: str, methods: list[str], missing: dict[str, str]) -> pd.DataFrame:
+    """AUROC rows with no value for OOD sets that are not present, marked "needs download"."""
+    rows = [{"table": table, "id": cfg["data"]["id"], "ood": name, "method": method, "metric": "auroc",
+             "value": np.nan, "profile": cfg["profile"], "seed": cfg["seed"], "commit": git_commit(),
+             "note": "needs download"} for name in missing for method in methods]
+    return pd.DataFrame(rows)
+
+
+def score_variants(cfg: dict, table: str, detectors: dict[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
+                   jpeg_control: bool) -> tuple[pd.DataFrame, dict]:
+    """Score ID test and every OOD set with each variant's T*; with ``jpeg_control`` also score the OOD sets after
+    the same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy (rows noted "OOD JPEG q75 4:2:0").
+
+    Returns the results rows and the raw scores ``{variant: {"id": ..., ood_name: ...}}``.
+    """
+    from srood_lib.compression import jpeg_roundtrip
+
+    frames, raw = [], {}
+    jpeg = {name: jpeg_roundtrip(s.images) for name, s in ood.items()} if jpeg_control else {}
+    for variant, det in detectors.items():
+        method = VARIANT_METHODS[variant]
+        s_id = det.score(id_set.images)
+        s_ood = {name: det.score(s.images) for name, s in ood.items()}
+        raw[variant] = {"id": s_id, **s_ood}
+        note = f"T*={det.erosion_name}, mix_from_layer={det.config['mix_from_layer']}"
+        frames.append(evaluate(cfg, table, method, s_id, s_ood, id_set, ood, note=note))
+        if jpeg:
+            s_jpeg = {name: det.score(imgs) for name, imgs in jpeg.items()}
+            frames.append(evaluate(cfg, table, method, s_id, s_jpeg, id_set, ood, note=note + "; OOD JPEG q75 4:2:0"))
+    return pd.concat(frames, ignore_index=True), raw
+
+
+def beside_paper(results: pd.DataFrame, table: str, metric: str = "auroc") -> pd.DataFrame:
+    """Ours (with the bootstrap CI) beside the paper's value, one row per (method, OOD set)."""
+    from srood_lib.paper import paper_results
+
+    ours = results[(results["metric"] == metric) & ~results["note"].fillna("").str.contains("JPEG")].copy()
+    ours["ours"] = [("needs download" if pd.isna(v) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
+                    for v, lo, hi in zip(ours["value"], ours["ci_low"], ours["ci_high"])]
+    paper = paper_results()
+    paper = paper[(paper["table"] == table) & (paper["metric"] == metric) & (paper["setting"].fillna("") == "")]
+    merged = ours[["method", "ood", "ours"]].merge(paper[["method", "ood", "value"]], on=["method", "ood"],
+                                                  how="left").rename(columns={"value": "paper (reported)"})
+    merged["paper (reported)"] = merged["paper (reported)"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
+    return merged
+
+
+def oracle_erosions(cfg: dict, detectors: dict[str, SROOD], id_set: ImageSet,
+                    ood: dict[str, ImageSet]) -> pd.DataFrame:
+    """AUROC (×100) of every candidate erosion on every test OOD set — the "oracle" view of T*.
+
+    Not a method: it looks at the test OOD sets, which the T* protocol may not. It shows the gap between the
+    validation choice and the best choice in hindsight.
+    """
+    from srood_lib.metrics import auroc
+
+    rows = []
+    for variant, det in detectors.items():
+        for name in det.config["candidate_erosions"]:
+            s_id = det.score(id_set.images, erosion=name)
+            for ood_name, s in ood.items():
+                rows.append({"method": VARIANT_METHODS[variant], "erosion": name, "ood": ood_name,
+                             "auroc": round(100 * auroc(s_id, det.score(s.images, erosion=name)), 2),
+                             "chosen_T*": name == det.erosion_name})
+    return pd.DataFrame(rows)
+
+
+def repair_grid(detector: SROOD, id_set: ImageSet, ood: dict[str, ImageSet], n_per_set: int, title: str,
+                path=None, with_eroded: bool = True):
+    """The paper's repair figures: original / eroded / repaired rows, ID first then each OOD set."""
+    from srood_lib.report import repair_figure
+
+    parts = {id_set.name: subsample(id_set, n_per_set, 0).images}
+    parts.update({name: subsample(s, n_per_set, 0).images for name, s in ood.items()})
+    images = np.concatenate(list(parts.values()))
+    out = detector.repair_uint8(images)
+    rows = [("original", out["original"])]
+    if with_eroded:
+        rows.append((f"eroded\n({detector.erosion_name})", out["eroded"]))
+    rows.append(("repaired", out["repaired"]))
+    return repair_figure(rows, columns=[(k, len(v)) for k, v in parts.items()], title=title, path=path)
+
+
+def prior_losses_csv(prior: PriorInfo) -> Path | None:
+    """The prior's losses.csv: beside a trained run's checkpoint, or the stored prior's ``<name>.losses.csv``."""
+    for candidate in (prior.path.parent / "losses.csv", prior.path.with_suffix(".losses.csv")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def selection_table(detectors: dict[str, SROOD]) -> pd.DataFrame:
+    """Each variant's T* selection (AUROC ×100 of held-out ID vs. each synthetic outlier kind) and its choice."""
+    frames = []
+    for variant, det in detectors.items():
+        sel = det.selection.copy()
+        sel.insert(0, "method", VARIANT_METHODS[variant])
+        sel["chosen_T*"] = sel["erosion"] == det.erosion_name
+        sel["threshold_eps"] = np.where(sel["chosen_T*"], det.threshold, np.nan)
+        frames.append(sel)
+    return pd.concat(frames, ignore_index=True).round(4)
+
+
+def jpeg_control_table(results: pd.DataFrame) -> pd.DataFrame:
+    """AUROC of each (method, OOD set) as is and after JPEG q75 4:2:0 on the OOD side."""
+    auroc = results[(results["metric"] == "auroc") & results["value"].notna()].copy()
+    auroc["OOD images"] = np.where(auroc["note"].str.contains("JPEG"), "JPEG q75 4:2:0", "as distributed")
+    return auroc.pivot_table(index=["method", "ood"], columns="OOD images", values="value")

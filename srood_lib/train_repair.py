@@ -1,0 +1,174 @@
+"""Algorithm 1 of the paper: train the repair network R_theta (pSp encoder into a frozen StyleGAN2 prior).
+
+For every image of a batch an erosion T_u is drawn uniformly from the variant's set (identity for SR-OOD_Rec,
+bicubic factors for SR-OOD_SR, black-out rectangles for SR-OOD_Inpaint); the loss is
+``lambda_l2 * L2(R(T_u(x)), x) + lambda_lpips * LPIPS(R(T_u(x)), x)`` (the paper: 1 and 0.8).
+
+Determinism and resume follow train_prior: the batch order and every random draw of step ``s`` are functions of
+(seed, s), so a killed run resumed from ``repair.pt`` ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srood_lib.config import config_hash
+from srood_lib.erosion import apply_random_erosions, erosion_set
+from srood_lib.models.psp import PSPEncoder, RepairNetwork
+from srood_lib.models.stylegan2 import Generator
+from srood_lib.perceptual import distance
+from srood_lib.train_prior import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, step_seed,
+                                   to_float_images, uint8_to_tensor)
+
+CHECKPOINT_NAME = "repair.pt"
+LOSSES_NAME = "losses.csv"
+CHECKPOINT_FORMAT = "srood-repair-v1"
+LOSS_COLUMNS = ["step", "kimg", "loss", "l2", "lpips", "seconds"]
+LOG_EVERY = 10
+REQUIRED_KEYS = ["batch_size", "kimg", "lr", "adam_betas", "lambda_l2", "lambda_lpips", "lpips_net",
+                 "train_decoder", "decoder_lr", "checkpoint_kimg", "bf16", "channels_last"]
+RESUMABLE_KEYS = ("kimg", "checkpoint_kimg")
+
+
+def check_train_cfg(cfg: dict) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if missing:
+        raise KeyError(f"repair.train is missing keys {missing}; add them to the profile's repair section")
+
+
+def build_repair_network(generator: Generator, encoder_cfg: dict, train_decoder: bool) -> RepairNetwork:
+    """A pSp encoder sized for ``generator`` (its resolution and w_dim) in front of it."""
+    encoder = PSPEncoder(resolution=generator.resolution, w_dim=generator.w_dim, **encoder_cfg)
+    return RepairNetwork(encoder, generator, train_decoder=train_decoder)
+
+
+def repair_loss(repaired: torch.Tensor, target: torch.Tensor, cfg: dict) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor]:
+    """Equation (1): batch mean of lambda_l2 * L2 + lambda_lpips * LPIPS; returns (loss, l2, lpips)."""
+    l2 = distance(repaired, target, "l2").mean()
+    lp = distance(repaired.float(), target, "lpips", net=cfg["lpips_net"]).mean()
+    return cfg["lambda_l2"] * l2 + cfg["lambda_lpips"] * lp, l2, lp
+
+
+def _recipe(train_cfg: dict, encoder_cfg: dict, erosions: list[str], prior_id: str) -> dict:
+    return {"train": {k: v for k, v in train_cfg.items() if k not in RESUMABLE_KEYS}, "encoder": encoder_cfg,
+            "erosions": list(erosions), "prior": prior_id}
+
+
+def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict, encoder_cfg: dict,
+                 train_erosions: list[str], out_dir: str | os.PathLike, seed: int, device="auto",
+                 prior_id: str = "", progress: bool = True, stop_after_steps: int | None = None) -> RepairNetwork:
+    """Train R_theta on ``images_uint8`` (N, H, W, 3) and return it (in eval mode) — resuming from ``out_dir``.
+
+    ``prior_id`` names the generator (e.g. its checkpoint hash); a checkpoint made with another prior, recipe or
+    data is refused rather than silently continued. ``stop_after_steps`` simulates a killed run (tests).
+    """
+    check_train_cfg(train_cfg)
+    device = resolve_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    erosions = erosion_set(train_erosions)
+    recipe = _recipe(train_cfg, encoder_cfg, train_erosions, prior_id)
+    recipe_id = config_hash(recipe)
+    data = uint8_to_tensor(images_uint8)
+    data_id = data_fingerprint(images_uint8)
+
+    torch.manual_seed(seed)  # initial weights are a function of the seed
+    net = build_repair_network(generator, encoder_cfg, train_cfg["train_decoder"]).to(device)
+    groups = [{"params": net.encoder.parameters(), "lr": train_cfg["lr"]}]
+    if train_cfg["train_decoder"]:
+        groups.append({"params": net.generator.parameters(), "lr": train_cfg["decoder_lr"]})
+    opt = torch.optim.Adam(groups, betas=tuple(train_cfg["adam_betas"]))
+
+    step = 0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{ckpt_path} is not a {CHECKPOINT_FORMAT} checkpoint; delete it to start over")
+        if ckpt["recipe_id"] != recipe_id or ckpt["data_id"] != data_id:
+            raise ValueError(f"{ckpt_path} was made with another recipe, prior or data set; delete the folder "
+                             f"{out_dir} to retrain, or point out_dir elsewhere")
+        net.load_state_dict(ckpt["net"])
+        opt.load_state_dict(ckpt["opt"])
+        step = ckpt["step"]
+    elif (out_dir / LOSSES_NAME).exists():
+        (out_dir / LOSSES_NAME).unlink()  # losses of a run whose checkpoint is gone describe nothing we have
+
+    batch = int(train_cfg["batch_size"])
+    total_steps = int(np.ceil(train_cfg["kimg"] * 1000 / batch))
+    ckpt_every = max(1, int(np.ceil(train_cfg["checkpoint_kimg"] * 1000 / batch)))
+    order = EpochOrder(len(data), batch, seed)
+    use_bf16 = device.type == "cuda" and train_cfg["bf16"]
+    if device.type == "cuda" and train_cfg["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+
+    def save(at_step: int) -> None:
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "net": net.state_dict(), "opt": opt.state_dict(),
+                           "step": at_step, "recipe_id": recipe_id, "data_id": data_id, "recipe": recipe,
+                           "encoder_kwargs": net.encoder.init_kwargs, "G_kwargs": net.generator.init_kwargs,
+                           "seed": seed}, ckpt_path)
+
+    pending: list[list[float]] = []
+
+    def flush() -> None:
+        if pending:
+            new = not (out_dir / LOSSES_NAME).exists()
+            with open(out_dir / LOSSES_NAME, "a", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(LOSS_COLUMNS)
+                writer.writerows(pending)
+            pending.clear()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="repair", unit="step")
+    net.train()
+    t0 = time.time()
+    while step < total_steps:
+        if stop_after_steps is not None and step >= stop_after_steps:
+            break
+        real = to_float_images(data[order.indices(step)]).to(device)
+        gen = torch.Generator().manual_seed(step_seed(seed, step, stream=3))
+        eroded, _ = apply_random_erosions(real, erosions, generator=gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            repaired = net(eroded)
+        loss, l2, lp = repair_loss(repaired.float(), real, train_cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % LOG_EVERY == 0 or step == total_steps:
+            vals = [loss.item(), l2.item(), lp.item()]
+            pending.append([step, step * batch / 1000, *vals, round(time.time() - t0, 2)])
+            bar.set_postfix(loss=f"{vals[0]:.3f}", l2=f"{vals[1]:.3f}", lpips=f"{vals[2]:.3f}")
+        bar.update(1)
+        if step % ckpt_every == 0 or step == total_steps:
+            flush()
+            save(step)
+    bar.close()
+    flush()
+    return net.eval()
+
+
+def load_repair(path: str | os.PathLike, generator: Generator | None = None, device="cpu") -> RepairNetwork:
+    """Rebuild a trained repair network from ``repair.pt`` (a run folder or the file)."""
+    path = Path(path)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"no repair checkpoint at {path}; train one with train_repair(...)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    generator = generator if generator is not None else Generator(**ckpt["G_kwargs"])
+    encoder = PSPEncoder(**ckpt["encoder_kwargs"])
+    net = RepairNetwork(encoder, generator, train_decoder=ckpt["recipe"]["train"]["train_decoder"])
+    net.load_state_dict(ckpt["net"])
+    net.requires_grad_(False)
+    return net.eval().to(resolve_device(device))

@@ -1,0 +1,88 @@
+"""The SROOD detector: T* selection, threshold, score direction, save/load, style mixing."""
+import numpy as np
+import pytest
+import torch
+
+from srood_lib.detector import SROOD, mixing_sweep, split_validation
+from srood_lib.models.stylegan2 import Generator
+
+from test_train_repair import CH, ENCODER, train_cfg
+
+
+def config(**kw):
+    cfg = {"variant": "sr", "seed": 0, "device": "cpu", "encoder": ENCODER, "train": train_cfg(kimg=0.128, lr=3e-3),
+           "train_erosions": ["bicubic_x2", "bicubic_x4"], "candidate_erosions": ["bicubic_x2", "bicubic_x4"],
+           "mix_from_layer": 4, "distance": "lpips", "lpips_net": "alex", "id_acceptance": 0.95, "n_val": 16,
+           "synthetic_outliers": ["patch_shuffle", "vflip", "noise"], "batch_size": 16}
+    cfg.update(kw)
+    return cfg
+
+
+def smooth_images(n, seed):
+    """Smooth colour gradients: an ID set that a tiny model can learn."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    out = []
+    for _ in range(n):
+        a, b, c = rng.random(3)
+        out.append(np.stack([a * x, b * y, c * (1 - x)], -1))
+    return (np.stack(out) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    torch.manual_seed(0)
+    G = Generator(32, z_dim=16, w_dim=16, n_mlp=2, channels=CH).eval()
+    det = SROOD(config(), G)
+    det.fit(smooth_images(64, 0), tmp_path_factory.mktemp("det"), progress=False)
+    return det
+
+
+def test_split_validation_is_disjoint_and_seeded():
+    imgs = np.arange(20)[:, None, None, None].repeat(2, 1).repeat(2, 2).repeat(3, 3).astype(np.uint8)
+    train, val = split_validation(imgs, 5, seed=1)
+    assert len(train) == 15 and len(val) == 5
+    assert not set(train[:, 0, 0, 0]) & set(val[:, 0, 0, 0])
+    assert np.array_equal(val, split_validation(imgs, 5, seed=1)[1])
+    with pytest.raises(ValueError, match="n_val"):
+        split_validation(imgs, 20, seed=0)
+
+
+def test_fit_chooses_a_candidate_and_a_threshold(fitted):
+    assert fitted.erosion_name in ("bicubic_x2", "bicubic_x4")
+    assert list(fitted.selection["erosion"]) == ["bicubic_x2", "bicubic_x4"]
+    assert fitted.selection.loc[fitted.selection["mean"].idxmax(), "erosion"] == fitted.erosion_name
+    val_scores = fitted.score(split_validation(smooth_images(64, 0), 16, 0)[1])
+    assert np.mean(val_scores <= fitted.threshold) >= 0.95
+
+
+def test_scores_are_deterministic_and_noise_scores_higher(fitted):
+    id_imgs = smooth_images(16, 1)
+    noise = np.random.default_rng(2).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    s1, s2 = fitted.score(id_imgs), fitted.score(id_imgs)
+    assert np.array_equal(s1, s2) and s1.shape == (16,)
+    assert fitted.score(noise).mean() > s1.mean()
+    assert fitted.predict(noise).mean() > fitted.predict(id_imgs).mean()
+
+
+def test_style_mixing_changes_the_repair(fitted):
+    imgs = smooth_images(4, 3)
+    assert not np.allclose(fitted.score(imgs, mix_from_layer=None), fitted.score(imgs, mix_from_layer=2))
+    sweep = mixing_sweep(fitted, imgs, {"noise": imgs[::-1]}, [None, 2])
+    assert list(sweep["mix_from_layer"]) == ["none", 2]
+
+
+def test_save_load_round_trip_keeps_scores(fitted, tmp_path):
+    path = fitted.save(tmp_path / "d.pt")
+    loaded = SROOD.load(path)
+    imgs = smooth_images(8, 4)
+    assert loaded.erosion_name == fitted.erosion_name and loaded.threshold == fitted.threshold
+    assert np.allclose(loaded.score(imgs), fitted.score(imgs))
+    with pytest.raises(FileNotFoundError, match="no detector"):
+        SROOD.load(tmp_path / "missing.pt")
+
+
+def test_unfitted_detector_says_what_to_do():
+    G = Generator(32, z_dim=16, w_dim=16, n_mlp=2, channels=CH).eval()
+    with pytest.raises(RuntimeError, match="fit"):
+        SROOD(config(), G).score(smooth_images(2, 0))
