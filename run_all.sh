@@ -78,7 +78,7 @@ fi
 # ---------------------------------------------------------------------------------------------------------------
 # Main job: resolve the profile, check the data it needs, then run the notebooks in order with papermill.
 # ---------------------------------------------------------------------------------------------------------------
-out="results/$profile"
+out="${SROOD_RESULTS_DIR:-results}/$profile"
 mkdir -p "$out"
 resolved="$out/config.resolved.yaml"
 set_args=()
@@ -106,7 +106,7 @@ for nb in "${notebooks[@]}"; do
   rc=${PIPESTATUS[0]}
   set -e
   if [[ $rc -ne 0 ]]; then
-    cell="$(grep -o "Exception was encountered at '[^']*'" "$log" | head -1 | sed "s/.*at //")"
+    cell="$(grep -o 'Exception encountered at "In \[[0-9]*\]"' "$log" | head -1 | sed 's/.*at //' || true)"
     echo "run_all.sh: notebook $name failed${cell:+ at cell $cell} (profile $profile); executed copy with the" \
          "error: $out/$name.ipynb, log: $log" >&2
     exit 1

@@ -64,7 +64,12 @@ def prior_recipe(cfg: dict) -> dict:
 
 
 def prior_id(cfg: dict) -> str:
-    return config_hash(prior_recipe(cfg))
+    """Hash of the prior's recipe without its budget: a larger ``kimg`` resumes the same run."""
+    from srood_lib.train_prior import RESUMABLE_KEYS
+
+    recipe = prior_recipe(cfg)
+    recipe["prior"] = {k: v for k, v in recipe["prior"].items() if k not in RESUMABLE_KEYS}
+    return config_hash(recipe)
 
 
 def prior_run_dir(cfg: dict) -> Path:
@@ -72,7 +77,11 @@ def prior_run_dir(cfg: dict) -> Path:
 
 
 def stored_prior(cfg: dict) -> Path | None:
-    """The committed/pretrained prior named by ``prior.checkpoint`` when its recipe hash matches, else None."""
+    """The stored prior named by ``prior.checkpoint`` if its recipe hash matches and it saw at least ``kimg``.
+
+    A stored prior is an EMA-generator checkpoint with a JSON record beside it (``<name>.json``: prior_id, kimg
+    reached, device, wall time) — the workbook's stand-in for a downloadable pretrained StyleGAN2.
+    """
     name = cfg["prior"].get("checkpoint")
     if not name:
         return None
@@ -80,7 +89,8 @@ def stored_prior(cfg: dict) -> Path | None:
     record = path.with_suffix(".json")
     if not path.exists() or not record.exists():
         return None
-    if json.loads(record.read_text()).get("prior_id") != prior_id(cfg):
+    info = json.loads(record.read_text())
+    if info.get("prior_id") != prior_id(cfg) or info.get("kimg", 0) < cfg["prior"]["kimg"]:
         return None
     return path
 

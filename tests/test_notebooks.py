@@ -1,0 +1,84 @@
+"""The workbook end to end on tiny data the test writes: run_all.sh's error paths and a papermill run of 00_data."""
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_tiny_cifar_zip(path: Path, per_class: int = 2) -> None:
+    """A zip laid out as the offline CIFAR-10 copy: {train,test}/<class>/NNNN.jpg."""
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        for split in ("train", "test"):
+            for cls in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"):
+                for i in range(per_class):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+                    zf.writestr(f"{split}/{cls}/{i:04d}.jpg", buf.getvalue())
+
+
+@pytest.fixture
+def workbook_env(tmp_path):
+    """Environment for a run_all.sh / papermill run that touches only tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SROOD_")}
+    env.update(SROOD_PYTHON=sys.executable, SROOD_CACHE_DIR=str(tmp_path / "cache"),
+               SROOD_RESULTS_DIR=str(tmp_path / "results"), SROOD_CHECKPOINT_DIR=str(tmp_path / "ckpt"))
+    # LPIPS weights are provisioned once per machine; share them rather than fetching again.
+    weights = ROOT / "data" / "weights"
+    if weights.exists():
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "weights").symlink_to(weights)
+    return env
+
+
+def run_all(args, env, timeout=600):
+    return subprocess.run(["bash", str(ROOT / "run_all.sh"), *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_run_all_without_data_fails_fast_naming_the_dataset(workbook_env, tmp_path):
+    proc = run_all(["--profile", "smoke"], workbook_env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cifar10" in proc.stderr and "SROOD_DATA_DIR" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results" / "smoke" / "00_data.ipynb").exists()
+
+
+def test_run_all_rejects_unknown_arguments_and_notebooks(workbook_env):
+    proc = run_all(["--frobnicate"], workbook_env)
+    assert proc.returncode == 2 and "unknown argument" in proc.stderr
+
+
+def test_failing_notebook_is_named_with_its_cell(workbook_env, tmp_path):
+    data = tmp_path / "local"
+    data.mkdir()
+    _write_tiny_cifar_zip(data / "cifar10.zip")
+    env = {**workbook_env, "SROOD_DATA_DIR": str(data)}
+    proc = run_all(["--profile", "smoke", "--only", "00_data", "--set", "data.show=[no_such_dataset]"], env)
+    assert proc.returncode == 1
+    assert "notebook 00_data failed at cell" in proc.stderr
+
+
+def test_00_data_runs_under_papermill_with_the_smoke_profile(workbook_env, tmp_path):
+    data = tmp_path / "local"
+    data.mkdir()
+    _write_tiny_cifar_zip(data / "cifar10.zip")
+    env = {**workbook_env, "SROOD_DATA_DIR": str(data)}
+    proc = run_all(["--profile", "smoke", "--only", "00_data"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "results" / "smoke"
+    for name in ("00_data.ipynb", "00_data.html", "fig_datasets.png", "fig_erosions.png", "config.resolved.yaml"):
+        assert (out / name).exists(), name
+    nb = json.loads((out / "00_data.ipynb").read_text())
+    text = json.dumps(nb["cells"])
+    assert "svhn" in text and "missing" in text  # the table of absent datasets says why
+    assert not any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))
