@@ -1,6 +1,9 @@
 """Command line: ``python -m srood_lib <command> ...`` (``--help`` on each command).
 
-Commands used by run_all.sh: ``resolve-config``, ``check-data``, ``provision-lpips``.
+Commands used by run_all.sh: ``resolve-config``, ``check-data``, ``provision-lpips``. For users:
+``score --checkpoint C --images PATH`` (CSV of per-image scores) and
+``evaluate --checkpoint C --id NAME|PATH --ood NAME|PATH ...`` (metrics table), where PATH is an image folder or
+a zip of one and C a detector file written by notebook 02.
 """
 from __future__ import annotations
 
@@ -58,6 +61,55 @@ def _cmd_provision_lpips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_images(name_or_path: str, resolution: int, split: str = "test"):
+    from .data import load_dataset
+
+    return load_dataset(name_or_path, split, resolution=resolution)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    """Per-image OOD scores of an image folder / zip / named dataset, as CSV."""
+    import pandas as pd
+
+    from .data import DatasetMissingError
+    from .detector import SROOD
+
+    det = SROOD.load(args.checkpoint, device=args.device)
+    try:
+        images = _load_images(args.images, det.generator.resolution)
+    except DatasetMissingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    scores = det.score(images.images)
+    frame = pd.DataFrame({"index": range(len(scores)), "score": scores,
+                          "ood": scores > det.threshold if det.threshold is not None else None})
+    frame.to_csv(args.out if args.out else sys.stdout, index=False)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Metrics table of a detector: one ID set against one or more OOD sets."""
+    from .data import DatasetMissingError
+    from .detector import SROOD
+    from .metrics import ood_metrics
+
+    det = SROOD.load(args.checkpoint, device=args.device)
+    res = det.generator.resolution
+    try:
+        id_images = _load_images(args.id, res)
+        ood = {name: _load_images(name, res) for name in args.ood}
+    except DatasetMissingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    s_id = det.score(id_images.images)
+    print("ood,n_id,n_ood,auroc,auroc_ci_lo,auroc_ci_hi,aupr_in,aupr_out,fpr_at_95tpr")
+    for name, s in ood.items():
+        m = ood_metrics(s_id, det.score(s.images), n_boot=args.n_boot, seed=0)
+        vals = [m[k] * 100 for k in ("auroc", "auroc_ci_lo", "auroc_ci_hi", "aupr_in", "aupr_out", "fpr_at_95tpr")]
+        print(",".join([name, str(m["n_id"]), str(m["n_ood"])] + [f"{v:.2f}" for v in vals]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m srood_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="a resolved config YAML or a profile name")
     p.add_argument("--data-dir", help="raw datasets folder (default: $SROOD_DATA_DIR)")
     p.set_defaults(func=_cmd_check_data)
+
+    p = sub.add_parser("score", help="per-image OOD scores (CSV) of an image folder, a zip of one, or a dataset")
+    p.add_argument("--checkpoint", required=True, help="a detector file (detector.pt) from notebook 02")
+    p.add_argument("--images", required=True, help="image folder, .zip of one, or a dataset name (test split)")
+    p.add_argument("--out", help="CSV file to write (default: stdout)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: the detector's config)")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("evaluate", help="AUROC, AUPR-In/Out, FPR@95TPR of ID vs. each OOD set (×100)")
+    p.add_argument("--checkpoint", required=True, help="a detector file (detector.pt) from notebook 02")
+    p.add_argument("--id", required=True, help="ID test set: dataset name (test split) or image folder / zip")
+    p.add_argument("--ood", required=True, nargs="+", help="OOD sets: dataset names or image folders / zips")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: the detector's config)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("provision-lpips", help="make LPIPS backbone weights available offline")
     p.add_argument("--nets", nargs="+", default=["alex", "vgg"], choices=["alex", "vgg"])

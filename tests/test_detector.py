@@ -86,3 +86,27 @@ def test_unfitted_detector_says_what_to_do():
     G = Generator(32, z_dim=16, w_dim=16, n_mlp=2, channels=CH).eval()
     with pytest.raises(RuntimeError, match="fit"):
         SROOD(config(), G).score(smooth_images(2, 0))
+
+
+def test_cli_score_and_evaluate_on_image_folders(fitted, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from srood_lib.__main__ import main
+
+    monkeypatch.setenv("SROOD_CACHE_DIR", str(tmp_path / "cache"))
+    for name, imgs in {"id": smooth_images(6, 5), "noise": np.random.default_rng(0).integers(
+            0, 256, (6, 32, 32, 3), dtype=np.uint8)}.items():
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(imgs):
+            Image.fromarray(img).save(tmp_path / name / f"{i}.png")
+    ckpt = fitted.save(tmp_path / "d.pt")
+    assert main(["score", "--checkpoint", str(ckpt), "--images", str(tmp_path / "id"),
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    import pandas as pd
+    scores = pd.read_csv(tmp_path / "s.csv")
+    assert len(scores) == 6 and np.allclose(scores["score"], fitted.score(smooth_images(6, 5)), atol=1e-6)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--id", str(tmp_path / "id"), "--ood",
+                 str(tmp_path / "noise"), "--n-boot", "10"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("ood,n_id,n_ood,auroc") and lines[1].split(",")[1:3] == ["6", "6"]
+    assert main(["score", "--checkpoint", str(ckpt), "--images", str(tmp_path / "nowhere")]) == 2
