@@ -269,3 +269,30 @@ def jpeg_control_table(results: pd.DataFrame) -> pd.DataFrame:
     auroc = results[(results["metric"] == "auroc") & results["value"].notna()].copy()
     auroc["OOD images"] = np.where(auroc["note"].str.contains("JPEG"), "JPEG q75 4:2:0", "as distributed")
     return auroc.pivot_table(index=["method", "ood"], columns="OOD images", values="value")
+
+
+def export_prior(cfg: dict, dest: str | Path, device_note: str) -> Path:
+    """Store the trained prior of ``cfg`` as a small artefact: EMA generator only, plus a JSON training record
+    and its losses — what ``prior.checkpoint`` points at so later runs start from it (as the paper starts from a
+    pretrained StyleGAN2). Returns the checkpoint path."""
+    import shutil
+
+    import torch
+
+    from srood_lib.train_prior import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint
+
+    run = prior_run_dir(cfg)
+    ckpt = load_checkpoint(run)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    slim = {"format": CHECKPOINT_FORMAT, "G_kwargs": ckpt["G_kwargs"], "G_ema": ckpt["G_ema"], "cfg": ckpt["cfg"],
+            "step": ckpt["step"], "nimg": ckpt["nimg"], "seed": ckpt["seed"]}
+    atomic_torch_save(slim, dest)
+    record = {"prior_id": prior_id(cfg), "kimg": ckpt["nimg"] / 1000, "device": device_note,
+              "recipe": prior_recipe(cfg), "commit": git_commit(), "train_seconds": round(ckpt["seconds"], 1)}
+    tmp = dest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(dest.with_suffix(".json"))
+    if (run / "losses.csv").exists():
+        shutil.copyfile(run / "losses.csv", dest.with_suffix(".losses.csv"))
+    return dest
