@@ -25,8 +25,9 @@ from srood_lib.models.psp import PSPEncoder, RepairNetwork
 from srood_lib.models.stylegan2 import Generator
 from srood_lib.outliers import synthetic_outliers
 from srood_lib.perceptual import distance
-from srood_lib.train_prior import atomic_torch_save, load_prior, resolve_device, to_float_images, to_uint8_images, \
-    uint8_to_tensor
+from srood_lib.data import to_uint8
+from srood_lib.runtime import atomic_torch_save, resolve_device, to_float_images, uint8_to_tensor
+from srood_lib.train_prior import load_prior
 from srood_lib.train_repair import train_repair
 
 DETECTOR_FORMAT = "srood-detector-v1"
@@ -140,8 +141,8 @@ class SROOD:
     def repair_uint8(self, images: np.ndarray, **kw) -> dict[str, np.ndarray]:
         """Original / eroded / repaired images as uint8, for the repair figures."""
         eroded, repaired, _ = self.repair(images, **kw)
-        return {"original": np.asarray(images), "eroded": to_uint8_images(eroded),
-                "repaired": to_uint8_images(repaired)}
+        return {"original": np.asarray(images), "eroded": to_uint8(eroded),
+                "repaired": to_uint8(repaired)}
 
     # ------------------------------------------------------------------------------------------- storage
     def save(self, path: str | os.PathLike) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import math
 import os
 import time
@@ -28,7 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from srood_lib.config import config_hash
+from srood_lib.data import to_uint8
 from srood_lib.models.stylegan2 import Discriminator, Generator
+from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, step_seed,
+                               to_float_images, uint8_to_tensor)
 
 CHECKPOINT_NAME = "prior.pt"
 LOSSES_NAME = "losses.csv"
@@ -44,13 +46,6 @@ RESUMABLE_KEYS = ("kimg", "checkpoint_kimg")
 
 
 # ------------------------------------------------------------------------------------------- small helpers
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 def check_cfg(cfg: dict) -> None:
     """Raise a KeyError naming every missing key of the prior config section."""
@@ -80,61 +75,6 @@ def build_generator(cfg: dict) -> Generator:
 
 def build_discriminator(cfg: dict) -> Discriminator:
     return Discriminator(resolution=int(cfg["resolution"]), **cfg["discriminator"])
-
-
-def uint8_to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 numpy -> (N, 3, H, W) uint8 tensor (converted to float per batch)."""
-    arr = np.asarray(images_uint8)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
-
-
-def to_float_images(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float in [-1, 1]."""
-    return images_u8.to(torch.float32) / 127.5 - 1.0
-
-
-def to_uint8_images(images: torch.Tensor) -> np.ndarray:
-    """float (N, 3, H, W) in [-1, 1] -> uint8 numpy (N, H, W, 3)."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def data_fingerprint(images_uint8: np.ndarray) -> str:
-    """sha256 of the training array (shape + bytes), so a resume on different data fails loudly."""
-    h = hashlib.sha256(str(images_uint8.shape).encode())
-    h.update(np.ascontiguousarray(images_uint8).data)
-    return h.hexdigest()[:16]
-
-
-def step_seed(seed: int, step: int, stream: int = 0) -> int:
-    """A 63-bit seed that is a function of (seed, step, stream) only."""
-    return int(np.random.SeedSequence([int(seed), int(step), int(stream)]).generate_state(2, np.uint64)[0] >> 1)
-
-
-class EpochOrder:
-    """Batch indices for step s: consecutive slices of per-epoch permutations seeded by (seed, epoch)."""
-
-    def __init__(self, n_images: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n_images, batch_size, seed
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            gen = torch.Generator().manual_seed(step_seed(self.seed, epoch, stream=1))
-            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}  # keep memory bounded
-            self._perms[epoch] = torch.randperm(self.n, generator=gen)
-        return self._perms[epoch]
-
-    def indices(self, step: int) -> torch.Tensor:
-        pos, parts, need = step * self.batch_size, [], self.batch_size
-        while need > 0:
-            epoch, offset = divmod(pos, self.n)
-            take = min(need, self.n - offset)
-            parts.append(self._perm(epoch)[offset:offset + take])
-            pos, need = pos + take, need - take
-        return torch.cat(parts)
 
 
 # --------------------------------------------------------------------------------------------- DiffAugment
@@ -196,13 +136,6 @@ def _augment_cutout(x: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ checkpointing
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temp file in the same folder, then os.replace: a killed write never leaves a broken file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
     path = Path(path)
@@ -452,24 +385,7 @@ def sample_images(G: Generator, n: int, seed: int, truncation: float = 1.0, batc
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     was_training = G.training
     G.eval()
-    out = [to_uint8_images(G(z=z[i:i + batch_size].to(device), truncation=truncation, noise_mode=noise_mode))
+    out = [to_uint8(G(z=z[i:i + batch_size].to(device), truncation=truncation, noise_mode=noise_mode))
            for i in range(0, n, batch_size)]
     G.train(was_training)
     return np.concatenate(out)
-
-
-def tile_images(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> one (rows*(H+pad)-pad, cols*(W+pad)-pad, 3) grid image (white padding)."""
-    n, h, w, c = images.shape
-    ncols = ncols or int(math.ceil(math.sqrt(n)))
-    nrows = int(math.ceil(n / ncols))
-    grid = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad, c), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, ncols)
-        grid[r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = img
-    return grid
-
-
-def sample_grid(G: Generator, n: int, seed: int, truncation: float = 1.0, ncols: int | None = None) -> np.ndarray:
-    """A uint8 grid image of ``n`` samples (deterministic in ``seed``; const noise)."""
-    return tile_images(sample_images(G, n, seed, truncation=truncation), ncols=ncols)

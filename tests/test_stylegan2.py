@@ -127,3 +127,11 @@ def test_rebuild_from_init_kwargs():
     G2.load_state_dict(G.state_dict())
     z = torch.randn(2, 16)
     assert torch.equal(G.eval()(z=z), G2.eval()(z=z))
+
+
+def test_downsample_paths_agree():
+    from srood_lib.models.stylegan2 import downsample2x
+    x = torch.randn(2, 4, 8, 8)
+    ref = torch.nn.functional.avg_pool2d(x, 2)
+    assert torch.allclose(downsample2x(x), ref)
+    assert torch.allclose(downsample2x(x.bfloat16()).float(), ref, atol=2e-2)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from srood_lib.train_prior import (EpochOrder, diff_augment, load_checkpoint, load_prior, sample_grid,
-                                   sample_images, train_prior)
+from srood_lib.runtime import EpochOrder
+from srood_lib.train_prior import diff_augment, load_checkpoint, load_prior, sample_images, train_prior
 
 CH = {4: 16, 8: 16, 16: 8, 32: 8}
 
@@ -114,7 +114,6 @@ def test_load_prior_round_trip_and_sampling(images, tmp_path):
     assert samples.shape == (5, 32, 32, 3) and samples.dtype == np.uint8
     assert np.array_equal(samples, sample_images(G, 5, seed=7))
     assert not np.array_equal(samples, sample_images(G, 5, seed=8))
-    assert sample_grid(G, 4, seed=7, ncols=2).shape == (65, 65, 3)
 
 
 def test_epoch_order_covers_each_image_once_per_epoch():
@@ -138,3 +137,11 @@ def test_diff_augment_is_differentiable_and_shape_preserving():
     assert ((hole >= 1 / 16) & (hole <= 1 / 4)).all()
     with pytest.raises(ValueError):
         diff_augment(x, "rotate")
+
+
+def test_bf16_cpu_option_trains_with_finite_losses(images, tmp_path):
+    train_prior(images, tiny_cfg(kimg=0.064, bf16_cpu=True), tmp_path, seed=0, device="cpu", progress=False)
+    rows = read_losses(tmp_path / "losses.csv")
+    assert len(rows) == 4
+    assert all(np.isfinite(float(r["d_loss"])) and np.isfinite(float(r["g_loss"])) for r in rows)
+    assert np.isfinite(float(rows[0]["r1_penalty"]))  # the R1 step runs in fp32 even under bf16 autocast

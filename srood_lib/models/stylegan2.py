@@ -66,6 +66,10 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 
 
 def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 box average. On CPU in bf16 the strided-slice sum is faster than avg_pool2d (measured ~6 % of a
+    bf16 prior training step); elsewhere avg_pool2d."""
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        return (x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2] + x[:, :, 1::2, 1::2]) * 0.25
     return F.avg_pool2d(x, 2)
 
 
@@ -265,8 +269,7 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"wplus must have shape (N, {self.n_latent}, w_dim), got {tuple(wplus.shape)}")
         n = wplus.shape[0]
         x = self.const.expand(n, -1, -1, -1)
-        if wplus.dtype != x.dtype and not torch.is_autocast_enabled():
-            wplus = wplus.to(x.dtype)
+        wplus = wplus.to(x.dtype)  # e.g. bf16 codes from an autocast encoder; autocast re-casts where it applies
         x = self.conv1(x, wplus[:, 0], noise_mode)
         img = self.to_rgb1(x, wplus[:, 1], None)
         k = 1

@@ -1,0 +1,73 @@
+"""Small pieces shared by the training and scoring code: device choice, seeded per-step randomness, batch order,
+uint8 <-> model tensors, atomic checkpoint writes."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def uint8_to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 numpy -> (N, 3, H, W) uint8 tensor (converted to float per batch)."""
+    arr = np.asarray(images_uint8)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+
+
+def to_float_images(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float in [-1, 1]."""
+    return images_u8.to(torch.float32) / 127.5 - 1.0
+
+
+def data_fingerprint(images_uint8: np.ndarray) -> str:
+    """sha256 of the training array (shape + bytes), so a resume on different data fails loudly."""
+    h = hashlib.sha256(str(images_uint8.shape).encode())
+    h.update(np.ascontiguousarray(images_uint8).data)
+    return h.hexdigest()[:16]
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A 63-bit seed that is a function of (seed, step, stream) only."""
+    return int(np.random.SeedSequence([int(seed), int(step), int(stream)]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class EpochOrder:
+    """Batch indices for step s: consecutive slices of per-epoch permutations seeded by (seed, epoch)."""
+
+    def __init__(self, n_images: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n_images, batch_size, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            gen = torch.Generator().manual_seed(step_seed(self.seed, epoch, stream=1))
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}  # keep memory bounded
+            self._perms[epoch] = torch.randperm(self.n, generator=gen)
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        pos, parts, need = step * self.batch_size, [], self.batch_size
+        while need > 0:
+            epoch, offset = divmod(pos, self.n)
+            take = min(need, self.n - offset)
+            parts.append(self._perm(epoch)[offset:offset + take])
+            pos, need = pos + take, need - take
+        return torch.cat(parts)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temp file in the same folder, then os.replace: a killed write never leaves a broken file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
