@@ -8,6 +8,7 @@
 #   ./run_all.sh --set prior.train.kimg=20   override any (nested) config key for this run
 #   ./run_all.sh -p seed 1            papermill-style override of a top-level key
 #   ./run_all.sh --data-dir DIR       where the raw datasets are (same as SROOD_DATA_DIR=DIR)
+#   ./run_all.sh --download           fetch missing datasets from their official sources (needs internet)
 #
 # Results land in results/<profile>/: executed notebooks, their HTML, CSV tables, PNG figures and the resolved
 # config they ran with. A failing notebook stops the run with a non-zero exit naming the notebook and the cell.
@@ -21,7 +22,7 @@ sets=()
 params=()
 pytest_args=()
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -31,6 +32,7 @@ while [[ $# -gt 0 ]]; do
     --set) sets+=("${2:?--set needs key=value}"); shift 2 ;;
     -p) params+=("-p" "${2:?-p needs a key}" "${3:?-p needs a value}"); shift 3 ;;
     --data-dir) export SROOD_DATA_DIR="${2:?--data-dir needs a path}"; shift 2 ;;
+    --download) export SROOD_DOWNLOAD=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; pytest_args+=("$@"); break ;;
     *) echo "run_all.sh: unknown argument '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;

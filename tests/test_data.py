@@ -347,6 +347,19 @@ def test_missing_without_data_dir_says_it_is_unset_and_vflip_names_celeba():
     assert "celeba.zip" in str(info.value)
 
 
+def test_srood_download_env_enables_the_official_download(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setattr(socket.socket, "connect", offline)
+    with pytest.raises(data.DatasetMissingError, match="not attempted"):
+        data.load_dataset("isun", "test", progress=False)
+    monkeypatch.setenv("SROOD_DOWNLOAD", "1")  # what ./run_all.sh --download sets
+    with pytest.raises(data.DatasetMissingError, match="FAILED"):
+        data.load_dataset("isun", "test", progress=False)
+
+
 @pytest.mark.parametrize("name", ["cifar10", "lsun"])
 def test_failed_download_is_a_clear_error(monkeypatch, name):
     def offline(*args, **kwargs):

@@ -43,17 +43,20 @@ class ImageSet:
 
 
 def load_dataset(name: str | os.PathLike, split: str | None = None, resolution: int = 32,
-                 data_dir: str | os.PathLike | None = None, download: bool = False, progress: bool = True,
+                 data_dir: str | os.PathLike | None = None, download: bool | None = None, progress: bool = True,
                  refresh: bool = False) -> ImageSet:
     """Load one split of a named dataset (see ``DATASETS``) at ``resolution`` x ``resolution``, via the cache.
 
     Looks in the cache, then the local data dir (``data_dir`` or ``SROOD_DATA_DIR``), then earlier official
-    downloads under ``cache_dir()/raw``; downloads only when ``download=True``. ``name`` may instead be the path
+    downloads under ``cache_dir()/raw``; downloads only when ``download=True`` (default: when the environment
+    variable ``SROOD_DOWNLOAD`` is ``1``, as ``./run_all.sh --download`` sets it). ``name`` may instead be the path
     of an image folder or .zip (``split`` is then ignored). ``split`` may be omitted for one-split datasets.
     ``refresh=True`` rebuilds the cache entry from the source.
     """
     if _is_path_like(name):
         return load_image_folder(name, resolution, progress=progress, refresh=refresh)
+    if download is None:  # run_all.sh --download sets SROOD_DOWNLOAD=1 for the whole run
+        download = os.environ.get("SROOD_DOWNLOAD") == "1"
     spec = get_spec(str(name))
     split = _check_split(spec, split)
     resolution = _check_resolution(resolution)
@@ -174,7 +177,7 @@ def _missing_message(spec: DatasetSpec, split: str, resolution: int, looked: lis
             + "".join(f"  - {line}\n" for line in looked)
             + f"To provide it: set SROOD_DATA_DIR=<folder> (or pass data_dir=... / --data-dir <folder>) to a folder "
               f"holding one of: {layouts}; or allow the official download with "
-              f"load_dataset({spec.name!r}, {split!r}, download=True) / ./run_all.sh on a machine with internet "
+              f"load_dataset({spec.name!r}, {split!r}, download=True) / ./run_all.sh --download on a machine with internet "
               f"access (source: {spec.official}).")
 
 
@@ -216,7 +219,7 @@ def _status_row(spec: DatasetSpec, split: str, resolution: int, data_dir) -> dic
     local_text = "no local data dir set (SROOD_DATA_DIR / --data-dir)" if local is None else \
         f"none of {', '.join(layout.relpath.format(split=split) for layout in spec.layouts)} in {local}"
     return {**row, "detail": f"missing: not cached; {local_text}; not downloaded under {raw_dir()} "
-                             f"(fix: set SROOD_DATA_DIR, or load_dataset(..., download=True) online)"}
+                             f"(fix: set SROOD_DATA_DIR, or ./run_all.sh --download / load_dataset(..., download=True) online)"}
 
 
 def data_hash(*image_sets) -> str:
