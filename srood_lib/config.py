@@ -115,7 +115,21 @@ def notebook_config(profile: str, namespace: Mapping[str, Any]) -> dict:
     return cfg
 
 
+def _canonical(obj: Any) -> Any:
+    """Integer-like mapping keys as ints, so ``{4: 128}`` from YAML and ``{"4": 128}`` after papermill's JSON
+    round trip are the same section."""
+    if isinstance(obj, Mapping):
+        items = {(int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k): _canonical(v)
+                 for k, v in obj.items()}
+        if len({type(k) for k in items}) > 1:  # mixed int/str keys cannot be sorted together
+            items = {str(k): v for k, v in items.items()}
+        return items
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
 def config_hash(section: Any, length: int = 12) -> str:
     """A stable short hash of a config section (key order does not matter); keys checkpoints to their recipe."""
-    blob = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(_canonical(section), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]

@@ -56,3 +56,12 @@ def test_resolve_config_cli_writes_overrides(tmp_path):
     out = tmp_path / "resolved.yaml"
     assert main(["resolve-config", "--profile", "smoke", "--set", "seed=5", "--out", str(out)]) == 0
     assert yaml.safe_load(out.read_text())["seed"] == 5
+
+
+
+def test_config_hash_is_the_same_after_papermills_json_round_trip():
+    import json
+
+    section = {"channels": {4: 128, 8: 128, 16: 64, 32: 32}, "betas": [0.0, 0.99], "name": "x"}
+    assert config.config_hash(json.loads(json.dumps(section))) == config.config_hash(section)
+    assert config.config_hash({"channels": {4: 128, 8: 64}}) != config.config_hash({"channels": {4: 128, 8: 32}})
