@@ -91,6 +91,11 @@ def repair_figure(rows: Sequence[tuple[str, np.ndarray]], columns: Sequence[tupl
         for name, count in columns:
             axes[0, 0].text((pos + count / 2) * h_img, -4, name, ha="center", va="bottom", fontsize=8)
             pos += count
+    return _finish(fig, title, path)
+
+
+def _finish(fig, title: str | None, path):
+    """Title, tight layout, and an atomic PNG when a path is given."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -174,9 +179,4 @@ def loss_curves(csv_path: str | os.PathLike, columns: Sequence[str], x: str = "k
         ax.plot(frame[x], frame[col].rolling(smooth, min_periods=1).mean(), lw=1.5)
         ax.set_title(col, fontsize=9)
         ax.set_xlabel(x)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return _finish(fig, title, path)
