@@ -42,7 +42,8 @@ REQUIRED_KEYS = ["resolution", "generator", "discriminator", "batch_size", "kimg
                  "r1_gamma", "r1_interval", "ema_kimg", "ema_rampup", "mixing_prob", "w_avg_beta", "diffaug",
                  "checkpoint_kimg", "bf16", "channels_last"]
 # Keys that may change between a run and its resume (budget and bookkeeping, not the recipe).
-RESUMABLE_KEYS = ("kimg", "checkpoint_kimg")
+RESUMABLE_KEYS = ("kimg", "checkpoint_kimg", "snapshot_kimg")
+SNAPSHOT_DIR = "snapshots"  # EMA generators kept at the optional ``snapshot_kimg`` budgets (for budget curves)
 
 
 # ------------------------------------------------------------------------------------------- small helpers
@@ -140,6 +141,13 @@ def _augment_cutout(x: torch.Tensor, ratio: float) -> torch.Tensor:
 def checkpoint_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def snapshot_path(out_dir: str | os.PathLike, kimg: float) -> Path:
+    """Where the EMA generator at ``kimg`` of a run in ``out_dir`` is kept (``load_prior`` reads it)."""
+    folder = Path(out_dir) / SNAPSHOT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"prior_{kimg:g}kimg.pt"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -361,6 +369,12 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
             nimg = step * batch
             if len(pending) >= LOG_EVERY:
                 flush()
+            for kimg in cfg.get("snapshot_kimg") or ():
+                if nimg - batch < kimg * 1000 <= nimg:
+                    atomic_torch_save(dict(format=CHECKPOINT_FORMAT, G_kwargs=G.init_kwargs, step=step, nimg=nimg,
+                                           seed=seed, cfg=copy.deepcopy(cfg),
+                                           G_ema={k: v.cpu() for k, v in G_ema.state_dict().items()}),
+                                      snapshot_path(out_dir, kimg))
             if nimg // ckpt_every_nimg > (nimg - batch) // ckpt_every_nimg or step == total_steps:
                 flush()
                 save(step, seconds_before + time.time() - start)

@@ -145,3 +145,15 @@ def test_bf16_cpu_option_trains_with_finite_losses(images, tmp_path):
     assert len(rows) == 4
     assert all(np.isfinite(float(r["d_loss"])) and np.isfinite(float(r["g_loss"])) for r in rows)
     assert np.isfinite(float(rows[0]["r1_penalty"]))  # the R1 step runs in fp32 even under bf16 autocast
+
+
+def test_snapshots_keep_the_ema_generator_at_given_budgets(images, tmp_path):
+    cfg = tiny_cfg(kimg=0.16, snapshot_kimg=[0.064, 0.16])
+    final = load_checkpoint(train_prior(images, cfg, tmp_path, seed=0, device="cpu", progress=False))
+    early = load_checkpoint(tmp_path / "snapshots" / "prior_0.064kimg.pt")
+    last = load_checkpoint(tmp_path / "snapshots" / "prior_0.16kimg.pt")
+    assert early["nimg"] == 64 and last["nimg"] == 160
+    assert all(torch.equal(last["G_ema"][k], final["G_ema"][k]) for k in final["G_ema"])
+    assert not torch.equal(early["G_ema"]["synthesis.const"], final["G_ema"]["synthesis.const"])
+    G = load_prior(tmp_path / "snapshots" / "prior_0.064kimg.pt")
+    assert not G.training
