@@ -35,9 +35,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import DatasetMissingError, CorruptDataError, load_dataset
 
-    with open(args.config) as f:
-        cfg = yaml.safe_load(f) if args.config.endswith((".yaml", ".yml")) else None
-    cfg = cfg or load_config(args.config)
+    cfg = load_config(args.config)  # a profile name or a (resolved) YAML file
     data = cfg["data"]
     try:
         for split in ("train", "test"):
