@@ -7,8 +7,7 @@ throughput (img/s, eval, no grad) and repair-training step throughput (forward+b
     .venv/bin/python benchmarks/bench_models.py                 # smoke + quick, CPU
     .venv/bin/python benchmarks/bench_models.py --profiles quick --steps 20 --threads 2
 
-A profile's ``prior`` (and ``repair.encoder``) sections are read from ``configs/<profile>.yaml`` when present;
-otherwise the sections proposed in ``PROPOSED`` below are used (and labelled as such).
+A profile's ``prior`` and ``repair.encoder`` sections are read from ``configs/<profile>.yaml``.
 """
 from __future__ import annotations
 
@@ -30,62 +29,10 @@ from srood_lib.runtime import step_seed, to_float_images, uint8_to_tensor  # noq
 from srood_lib.train_prior import (_ema_beta, _update_ema, build_discriminator, build_generator,  # noqa: E402
                                    precision_plan, train_step)
 
-# Proposed config sections (copied into configs/<profile>.yaml by the lead; used here only if absent there).
-PROPOSED = {
-    "smoke": {
-        "prior": dict(resolution=32,
-                      generator=dict(z_dim=32, w_dim=32, n_mlp=2, mapping_lr_mul=0.01,
-                                     channels={4: 32, 8: 32, 16: 16, 32: 16}),
-                      discriminator=dict(channels={4: 32, 8: 32, 16: 16, 32: 16}, mbstd_group=4),
-                      batch_size=16, kimg=0.32, g_lr=0.0025, d_lr=0.0025, adam_betas=[0.0, 0.99], r1_gamma=0.01,
-                      r1_interval=16, ema_kimg=0.1, ema_rampup=0.05, mixing_prob=0.9, w_avg_beta=0.995,
-                      diffaug="", checkpoint_kimg=0.16, bf16=True, channels_last=True),
-        "encoder": dict(stem_channels=8, stage_channels=[16, 16, 32], blocks_per_stage=[1, 1, 1], fpn_channels=16,
-                        block="ir_se", norm="batch", head_init_scale=0.1),
-    },
-    "quick": {  # best 32-px prior for ~40 min of 2-core CPU (bf16 autocast on CPUs with AVX512-BF16)
-        "prior": dict(resolution=32,
-                      generator=dict(z_dim=128, w_dim=128, n_mlp=2, mapping_lr_mul=0.01,
-                                     channels={4: 128, 8: 128, 16: 128, 32: 64}),
-                      discriminator=dict(channels={4: 128, 8: 128, 16: 128, 32: 32}, mbstd_group=4),
-                      batch_size=32, kimg=200, g_lr=0.0025, d_lr=0.0025, adam_betas=[0.0, 0.99], r1_gamma=0.01,
-                      r1_interval=16, ema_kimg=10, ema_rampup=0.05, mixing_prob=0.9, w_avg_beta=0.995,
-                      diffaug="", checkpoint_kimg=10, bf16=True, channels_last=True, bf16_cpu=True),
-        "encoder": dict(stem_channels=32, stage_channels=[64, 128, 128], blocks_per_stage=[1, 2, 2],
-                        fpn_channels=128, block="ir_se", norm="batch", head_init_scale=0.1, coarse_end=4,
-                        middle_end=6),
-    },
-    "paper": {  # StyleGAN2-ADA's CIFAR-10 widths, for a GPU
-        "prior": dict(resolution=32,
-                      generator=dict(z_dim=512, w_dim=512, n_mlp=2, mapping_lr_mul=0.01,
-                                     channels={4: 512, 8: 512, 16: 512, 32: 512}),
-                      discriminator=dict(channels={4: 512, 8: 512, 16: 512, 32: 512}, mbstd_group=32),
-                      batch_size=64, kimg=25000, g_lr=0.0025, d_lr=0.0025, adam_betas=[0.0, 0.99], r1_gamma=0.01,
-                      r1_interval=16, ema_kimg=500, ema_rampup=0.05, mixing_prob=0.9, w_avg_beta=0.995,
-                      diffaug="color,translation,cutout", checkpoint_kimg=500, bf16=True, channels_last=True,
-                      bf16_cpu=False),
-        "encoder": dict(stem_channels=64, stage_channels=[128, 256, 512], blocks_per_stage=[3, 4, 6],
-                        fpn_channels=512, block="ir_se", norm="batch", head_init_scale=0.1, coarse_end=4,
-                        middle_end=6),
-    },
-}
-
-
-def profile_sections(profile: str, proposed: bool = False) -> tuple[dict, dict, str]:
-    """(prior cfg, encoder cfg, where they came from); ``proposed`` ignores configs/ and uses ``PROPOSED``."""
-    try:
-        cfg = {} if proposed else load_config(profile)
-    except FileNotFoundError:
-        cfg = {}
-    prior = cfg.get("prior") or None  # an empty section ({}) counts as absent
-    encoder = (cfg.get("repair") or {}).get("encoder") or None
-    if prior is not None and encoder is not None:
-        return prior, encoder, f"configs/{profile}.yaml"
-    if profile not in PROPOSED:
-        raise SystemExit(f"profile {profile!r} has no prior/repair.encoder sections and no proposal here")
-    prop = PROPOSED[profile]
-    return (prior or copy.deepcopy(prop["prior"]), encoder or copy.deepcopy(prop["encoder"]),
-            "proposal in benchmarks/bench_models.py" + (" (prior from config)" if prior else ""))
+def profile_sections(profile: str) -> tuple[dict, dict]:
+    """(prior cfg, encoder cfg) of ``configs/<profile>.yaml`` — the only place they are set."""
+    cfg = load_config(profile)
+    return cfg["prior"], cfg["repair"]["encoder"]
 
 
 def sync(device: torch.device) -> None:
@@ -158,7 +105,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repair-batch", type=int, default=64)
     parser.add_argument("--repair-steps", type=int, default=5)
-    parser.add_argument("--proposed", action="store_true", help="benchmark PROPOSED, not configs/<profile>.yaml")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -166,9 +112,9 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
     for profile in args.profiles:
-        prior, enc_cfg, source = profile_sections(profile, args.proposed)
+        prior, enc_cfg = profile_sections(profile)
         G, D = build_generator(prior), build_discriminator(prior)
-        print(f"\n[{profile}] ({source})")
+        print(f"\n[{profile}] (configs/{profile}.yaml)")
         print(f"  G params {count_parameters(G):,}  (mapping {count_parameters(G.mapping):,}), "
               f"D params {count_parameters(D):,}, resolution {prior['resolution']}, batch {prior['batch_size']}")
         rate = bench_prior_training(prior, device, args.steps, args.warmup)
