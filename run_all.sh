@@ -114,6 +114,10 @@ for nb in "${notebooks[@]}"; do
     exit 1
   fi
   rm -f "$log"
-  "$py" -m jupyter nbconvert --to html --log-level WARN "$out/$name.ipynb" --output-dir "$out" >/dev/null
+  # The report reads as a page: its HTML leaves the code out (the .ipynb keeps it).
+  html_args=()
+  [[ "$name" == 99_report ]] && html_args=(--no-input)
+  "$py" -m jupyter nbconvert --to html --log-level WARN "${html_args[@]+"${html_args[@]}"}" "$out/$name.ipynb" \
+        --output-dir "$out" >/dev/null
 done
 echo "==> done: results in $out/"

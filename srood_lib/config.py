@@ -101,6 +101,9 @@ def load_config(profile: str | os.PathLike, overrides: Iterable[str] | Mapping[s
     return apply_overrides(cfg, overrides)
 
 
+_ABSENT = object()
+
+
 def notebook_config(profile: str, namespace: Mapping[str, Any]) -> dict:
     """The config a notebook runs with.
 
@@ -110,8 +113,11 @@ def notebook_config(profile: str, namespace: Mapping[str, Any]) -> dict:
     """
     cfg = load_config(profile)
     for key in list(cfg):
-        if key in namespace and key != "profile":
-            cfg[key] = copy.deepcopy(namespace[key])
+        value = namespace.get(key, _ABSENT)
+        # Only plain data is an injected value: a module or function of the same name (``from srood_lib import
+        # ablations``) is the notebook's own import, not a config section.
+        if key != "profile" and isinstance(value, (dict, list, str, int, float, bool, type(None))):
+            cfg[key] = copy.deepcopy(value)
     return cfg
 
 

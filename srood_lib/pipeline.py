@@ -120,18 +120,51 @@ def ensure_prior(cfg: dict, train_images: ImageSet, progress: bool = True) -> Pr
     return PriorInfo(path, pid, "trained by this run", notes)
 
 
+def budget_priors(cfg: dict, train_images: ImageSet, progress: bool = True) -> dict[float, PriorInfo]:
+    """The profile's prior at each fraction of its training budget (``prior_budget.fractions``).
+
+    Fraction 1 is the profile's own prior (stored or trained). Smaller fractions are EMA snapshots of a rerun of
+    the same recipe and seed, stopped at the largest fraction below 1 — so the curve costs that fraction of the
+    prior's budget, not all of it again.
+    """
+    from srood_lib.train_prior import snapshot_path, train_prior
+
+    fractions = sorted(float(f) for f in cfg["prior_budget"]["fractions"])
+    if not fractions or fractions[0] <= 0 or fractions[-1] > 1:
+        raise ValueError(f"prior_budget.fractions must lie in (0, 1], got {cfg['prior_budget']['fractions']}")
+    full = ensure_prior(cfg, train_images, progress)
+    kimg = float(cfg["prior"]["kimg"])
+    partial = [f for f in fractions if f < 1]
+    priors: dict[float, PriorInfo] = {}
+    if partial:
+        run = prior_run_dir(cfg).with_name(prior_run_dir(cfg).name + "_budget")
+        snapshots = {f: snapshot_path(run, f * kimg) for f in partial}
+        if not all(p.exists() for p in snapshots.values()):
+            recipe = {**prior_recipe(cfg)["prior"], "kimg": max(partial) * kimg,
+                      "snapshot_kimg": [f * kimg for f in partial]}
+            train_prior(train_images.images, recipe, run, seed=cfg["seed"], device=cfg["device"], progress=progress)
+        for f, path in snapshots.items():
+            priors[f] = PriorInfo(path, f"{full.prior_id}@{f * kimg:g}kimg",
+                                  f"EMA snapshot at {f * kimg:g} of {kimg:g} kimg (same recipe and seed)")
+    if fractions[-1] == 1:
+        priors[1.0] = full
+    return priors
+
+
 # ------------------------------------------------------------------------------------------------ repair
 
-def detector_path(cfg: dict, variant: str) -> Path:
+def detector_path(cfg: dict, variant: str, prior_key: str | None = None) -> Path:
+    """The run folder of one variant's repair network, keyed by its config and the prior it repairs with
+    (``prior_key``: a ``PriorInfo.prior_id``; default the profile's own prior)."""
     dcfg = detector_config(cfg, variant)
-    key = config_hash({"detector": dcfg, "prior": prior_id(cfg)})
+    key = config_hash({"detector": dcfg, "prior": prior_key or prior_id(cfg)})
     return checkpoint_dir() / "repair" / f"{cfg['data']['id']}_{variant}_{key}"
 
 
 def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet,
                  progress: bool = True) -> SROOD:
     """Train (or resume, or load when finished) the repair network of one variant and choose its T* and eps."""
-    run_dir = detector_path(cfg, variant)
+    run_dir = detector_path(cfg, variant, prior.prior_id)
     final = run_dir / "detector.pt"
     if final.exists():
         return SROOD.load(final, device=None)
@@ -144,15 +177,17 @@ def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageS
 # ------------------------------------------------------------------------------------------------ evaluation
 
 def evaluate(cfg: dict, table: str, method: str, scores_id: np.ndarray, scores_ood: dict[str, np.ndarray],
-             id_set: ImageSet, ood: dict[str, ImageSet], note: str = "") -> pd.DataFrame:
-    """Rows of all metrics (×100) per OOD set, with provenance, in the standard results format."""
+             id_set: ImageSet, ood: dict[str, ImageSet], note: str = "", setting: str = "") -> pd.DataFrame:
+    """Rows of all metrics (×100) per OOD set, with provenance, in the standard results format.
+
+    ``setting`` names an ablation's setting in the paper's spelling (e.g. ``distance=L2``, ``offset=4``)."""
     rows = []
     commit = git_commit()
     for name, s_ood in scores_ood.items():
         m = ood_metrics(scores_id, s_ood, n_boot=cfg["eval"]["n_boot"], seed=cfg["seed"])
         base = {"table": table, "id": cfg["data"]["id"], "ood": name, "method": method, "n_id": m["n_id"],
                 "n_ood": m["n_ood"], "profile": cfg["profile"], "seed": cfg["seed"], "commit": commit,
-                "data_hash": data_hash(id_set, ood[name]), "note": note}
+                "data_hash": data_hash(id_set, ood[name]), "setting": setting, "note": note}
         for metric in ("auroc", "aupr_in", "aupr_out", "fpr_at_95tpr"):
             row = {**base, "metric": metric, "value": round(100 * m[metric], 2)}
             if metric == "auroc":
@@ -161,11 +196,13 @@ def evaluate(cfg: dict, table: str, method: str, scores_id: np.ndarray, scores_o
     return pd.DataFrame(rows)
 
 
-def missing_rows(cfg: dict, table: str, methods: list[str], missing: dict[str, str]) -> pd.DataFrame:
+def missing_rows(cfg: dict, table: str, methods: list[str], missing: dict[str, str],
+                 settings: tuple[str, ...] = ("",)) -> pd.DataFrame:
     """AUROC rows with no value for OOD sets that are not present, marked "needs download"."""
     rows = [{"table": table, "id": cfg["data"]["id"], "ood": name, "method": method, "metric": "auroc",
              "value": np.nan, "profile": cfg["profile"], "seed": cfg["seed"], "commit": git_commit(),
-             "note": "needs download"} for name in missing for method in methods]
+             "setting": setting, "note": "needs download"}
+            for name in missing for method in methods for setting in settings]
     return pd.DataFrame(rows)
 
 
@@ -194,16 +231,19 @@ def score_variants(cfg: dict, table: str, detectors: dict[str, SROOD], id_set: I
 
 
 def beside_paper(results: pd.DataFrame, table: str, metric: str = "auroc") -> pd.DataFrame:
-    """Ours (with the bootstrap CI) beside the paper's value, one row per (method, OOD set)."""
+    """Ours (with the bootstrap CI) beside the paper's value, one row per (method, setting, OOD set)."""
     from srood_lib.paper import paper_results
 
     ours = results[(results["metric"] == metric) & ~results["note"].fillna("").str.contains("JPEG")].copy()
+    ours["setting"] = ours["setting"].fillna("") if "setting" in ours else ""
     ours["ours"] = [("needs download" if pd.isna(v) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
                     for v, lo, hi in zip(ours["value"], ours["ci_low"], ours["ci_high"])]
     paper = paper_results()
-    paper = paper[(paper["table"] == table) & (paper["metric"] == metric) & (paper["setting"].fillna("") == "")]
-    merged = ours[["method", "ood", "ours"]].merge(paper[["method", "ood", "value"]], on=["method", "ood"],
-                                                  how="left").rename(columns={"value": "paper (reported)"})
+    paper = paper[(paper["table"] == table) & (paper["metric"] == metric)].assign(
+        setting=lambda f: f["setting"].fillna(""))
+    merged = ours[["method", "setting", "ood", "ours"]].merge(
+        paper[["method", "setting", "ood", "value"]], on=["method", "setting", "ood"], how="left"
+    ).rename(columns={"value": "paper (reported)"})
     merged["paper (reported)"] = merged["paper (reported)"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
     return merged
 

@@ -180,3 +180,36 @@ def loss_curves(csv_path: str | os.PathLike, columns: Sequence[str], x: str = "k
         ax.set_title(col, fontsize=9)
         ax.set_xlabel(x)
     return _finish(fig, title, path)
+
+
+def auroc_curve(frame: pd.DataFrame, x: str, xlabel: str, marked=None, mark_label: str = "profile setting",
+                title: str | None = None, path: str | os.PathLike | None = None, logx: bool = False):
+    """AUROC ×100 against ``x``, one line per OOD set, with the bootstrap CI as error bars when the frame has it.
+
+    ``frame``: rows with columns ``ood``, ``x`` and ``value`` (or ``auroc``); ``marked`` draws a vertical line at
+    that x (e.g. the paper's or the profile's setting). Categorical x (strings) are placed in their given order.
+    """
+    import matplotlib.pyplot as plt
+
+    value = "value" if "value" in frame else "auroc"
+    order = list(dict.fromkeys(frame[x]))
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) for v in order)
+    pos = (lambda v: v) if numeric else (lambda v: order.index(v))
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    for name, part in frame.groupby("ood", sort=False):
+        xs = [pos(v) for v in part[x]]
+        err = None
+        if {"ci_low", "ci_high"} <= set(part) and part["ci_low"].notna().all():
+            err = [part[value] - part["ci_low"], part["ci_high"] - part[value]]
+        ax.errorbar(xs, part[value], yerr=err, marker="o", ms=3, capsize=2, label=name)
+    if marked is not None:
+        ax.axvline(pos(marked), color="grey", ls="--", lw=1, label=mark_label)
+    if not numeric:
+        ax.set_xticks(range(len(order)), [str(v) for v in order])
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.axhline(50, color="k", lw=0.5, alpha=0.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("AUROC ×100")
+    ax.legend(fontsize=7)
+    return _finish(fig, title, path)

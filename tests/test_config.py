@@ -65,3 +65,10 @@ def test_config_hash_is_the_same_after_papermills_json_round_trip():
     section = {"channels": {4: 128, 8: 128, 16: 64, 32: 32}, "betas": [0.0, 0.99], "name": "x"}
     assert config.config_hash(json.loads(json.dumps(section))) == config.config_hash(section)
     assert config.config_hash({"channels": {4: 128, 8: 64}}) != config.config_hash({"channels": {4: 128, 8: 32}})
+
+
+def test_notebook_config_ignores_a_module_named_like_a_section():
+    import srood_lib.ablations as ablations
+
+    cfg = config.notebook_config("smoke", {"ablations": ablations, "seed": 3})
+    assert cfg["ablations"] == config.load_config("smoke")["ablations"] and cfg["seed"] == 3

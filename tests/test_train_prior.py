@@ -157,3 +157,13 @@ def test_snapshots_keep_the_ema_generator_at_given_budgets(images, tmp_path):
     assert not torch.equal(early["G_ema"]["synthesis.const"], final["G_ema"]["synthesis.const"])
     G = load_prior(tmp_path / "snapshots" / "prior_0.064kimg.pt")
     assert not G.training
+
+
+def test_a_snapshot_equals_a_run_stopped_at_that_budget(images, tmp_path):
+    """Why the budget curve may take its early points from a shorter rerun: the budget does not change the path."""
+    train_prior(images, tiny_cfg(kimg=0.128, snapshot_kimg=[0.064]), tmp_path / "long", seed=0, device="cpu",
+                progress=False)
+    short = load_checkpoint(train_prior(images, tiny_cfg(kimg=0.064), tmp_path / "short", seed=0, device="cpu",
+                                        progress=False))
+    snap = load_checkpoint(tmp_path / "long" / "snapshots" / "prior_0.064kimg.pt")
+    assert all(torch.equal(snap["G_ema"][k], short["G_ema"][k]) for k in short["G_ema"])

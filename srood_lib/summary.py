@@ -1,0 +1,128 @@
+"""The one-page report (notebook 99): every table of the workbook, ours beside the paper's, each cell labelled.
+
+It reads only what the other notebooks wrote to ``results/<profile>/`` (CSV tables in the standard row format,
+PNG figures), so it can be re-rendered without running anything. A cell is one of:
+
+- ``ours``: computed by this workbook (the row's profile, seed, commit and data hash say how);
+- ``needs online data``: the OOD set is not present here (``./run_all.sh --download`` fetches it);
+- ``quoted from the paper``: no run of ours, the paper's number with the reason (e.g. a withdrawn dataset, or a
+  table the workbook has not reproduced yet).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from srood_lib.paper import paper_results
+
+OURS, NEEDS_DATA, QUOTED = "ours", "needs online data", "quoted from the paper"
+KEY = ["table", "method", "setting", "ood"]
+
+
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """All result rows (the standard format: a ``table`` column) of every CSV in ``results_dir``.
+
+    Rows of the JPEG compression control (noted "JPEG") are left out: they are a control, not a table cell.
+    """
+    frames = []
+    for path in sorted(Path(results_dir).glob("*.csv")):
+        frame = pd.read_csv(path, dtype={"setting": str, "table": str})
+        if not {"table", "method", "ood", "metric", "value"} <= set(frame.columns):
+            continue
+        frame["file"] = path.name
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=[*KEY, "metric", "value", "note", "file"])
+    rows = pd.concat(frames, ignore_index=True)
+    rows["setting"] = rows.get("setting", pd.Series("", index=rows.index)).fillna("")
+    rows["note"] = rows["note"].fillna("")
+    return rows[~rows["note"].str.contains("JPEG")]
+
+
+def quote_reason(table: str, method: str) -> str:
+    """Why a cell shows the paper's number and not ours."""
+    if "Tiny-" in method:
+        why = "dataset withdrawn (80 Million Tiny Images)"
+    elif table in ("II", "III"):
+        why = "table not reproduced by the workbook yet"
+    else:
+        why = "not re-run by the workbook"
+    return why
+
+
+def labelled_cells(results: pd.DataFrame, table: str, metric: str = "auroc") -> pd.DataFrame:
+    """One row per (method, setting, OOD set) of ``table``: ours, the paper's value and the cell's status."""
+    ours = results[(results["table"] == table) & (results["metric"] == metric)]
+    paper = paper_results()
+    paper = paper[(paper["table"] == table) & (paper["metric"] == metric)]
+    keys = pd.concat([ours[KEY], paper[KEY]]).drop_duplicates()
+    cells = keys.merge(ours[[*KEY, "value", "ci_low", "ci_high", "note"]], on=KEY, how="left")
+    cells = cells.merge(paper[[*KEY, "value", "note"]].rename(columns={"value": "paper", "note": "paper_note"}),
+                        on=KEY, how="left")
+    status, shown = [], []
+    for row in cells.itertuples():
+        if isinstance(row.note, str) and not np.isnan(row.value):
+            status.append(OURS)
+            ci = f" [{row.ci_low:.2f}, {row.ci_high:.2f}]" if not pd.isna(row.ci_low) else ""
+            shown.append(f"{row.value:.2f}{ci}")
+        elif isinstance(row.note, str) and "needs download" in row.note:
+            status.append(NEEDS_DATA)
+            shown.append(NEEDS_DATA)
+        else:
+            status.append(QUOTED)
+            value = "–" if pd.isna(row.paper) else f"{row.paper:.2f}"
+            shown.append(f"quoted: {value} ({quote_reason(table, row.method)})")
+    cells["status"], cells["cell"] = status, shown
+    cells["paper"] = cells["paper"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
+    return cells.rename(columns={"value": "ours"})
+
+
+def side_by_side(cells: pd.DataFrame) -> pd.DataFrame:
+    """Display form: rows (method, setting), columns OOD set, each cell "ours | paper: x" (quoted cells as is)."""
+    text = [c if s == QUOTED else f"{c} | paper: {p}" for c, s, p in zip(cells["cell"], cells["status"], cells["paper"])]
+    frame = cells.assign(text=text)
+    return frame.pivot_table(index=["method", "setting"], columns="ood", values="text", aggfunc="first",
+                             sort=False).fillna("")
+
+
+def provenance(results: pd.DataFrame) -> pd.DataFrame:
+    """Which profile, seed(s), commit(s) and data hashes the numbers of each results file come from."""
+    cols = [c for c in ("profile", "seed", "commit", "data_hash") if c in results]
+    ours = results[results["value"].notna()]
+    return ours.groupby("file")[cols].agg(lambda s: ", ".join(sorted({str(v) for v in s.dropna()}))).reset_index()
+
+
+def figure_links(results_dir: str | Path) -> str:
+    """Markdown links to every PNG figure of the results folder (relative, so they work in the rendered HTML)."""
+    names = sorted(p.name for p in Path(results_dir).glob("*.png"))
+    return "\n".join(f"- [{name}]({name})" for name in names) or "(no figures yet)"
+
+
+def ablation_views(results_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """AUROC ×100 views of the ablation CSVs present in ``results_dir`` (titled, in reading order)."""
+    d = Path(results_dir)
+    views = {}
+
+    def read(name):
+        return pd.read_csv(d / name) if (d / name).exists() else None
+
+    if (f := read("ablation_mixing.csv")) is not None:
+        views["Style mixing from layer k (SR-OOD_SR)"] = f.pivot(index="mix_from_layer", columns="ood",
+                                                                 values="auroc").round(2)
+    if (f := read("ablation_erosion_strength.csv")) is not None:
+        views["Erosion strength at test (chosen T* marked)"] = f.pivot_table(
+            index=["method", "erosion", "chosen_T*"], columns="ood", values="auroc").round(2)
+    if (f := read("ablation_retrained.csv")) is not None:
+        f = f[f["metric"] == "auroc"]
+        views[f"Retrained runs: loss, train_decoder, seeds ({f['note'].iloc[0].split('; ')[-1]})"] = f.pivot_table(
+            index=["setting", "T*"], columns="ood", values="value").round(2)
+    if (f := read("ablation_tstar_oracle.csv")) is not None:
+        views["T*: validation choice vs oracle, per seed"] = f.pivot_table(
+            index=["seed_run", "erosion", "chosen_T*"], columns="ood", values="auroc").round(2)
+    if (f := read("prior_budget.csv")) is not None:
+        f = f[f["metric"] == "auroc"]
+        views["Prior training budget (SR-OOD_SR)"] = f.pivot_table(
+            index=["prior_kimg", "id_score_mean"], columns="ood", values="value").round(2)
+    return views

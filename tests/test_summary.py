@@ -1,0 +1,54 @@
+"""The report's cell labels: ours, needs online data, quoted from the paper (with the reason)."""
+import numpy as np
+import pandas as pd
+
+from srood_lib import summary
+
+
+def write_results(folder):
+    rows = pd.DataFrame([
+        {"table": "I", "id": "cifar10", "ood": "texture", "method": "SR-OOD_SR", "metric": "auroc", "value": 81.5,
+         "ci_low": 80.0, "ci_high": 83.0, "profile": "quick", "seed": 0, "commit": "abc", "data_hash": "h1",
+         "setting": "", "note": "T*=bicubic_x2"},
+        {"table": "I", "id": "cifar10", "ood": "texture", "method": "SR-OOD_SR", "metric": "auroc", "value": 70.0,
+         "ci_low": 69.0, "ci_high": 71.0, "profile": "quick", "seed": 0, "commit": "abc", "data_hash": "h2",
+         "setting": "", "note": "T*=bicubic_x2; OOD JPEG q75 4:2:0"},
+        {"table": "I", "id": "cifar10", "ood": "svhn", "method": "SR-OOD_SR", "metric": "auroc", "value": np.nan,
+         "profile": "quick", "seed": 0, "commit": "abc", "setting": "", "note": "needs download"},
+    ])
+    rows.to_csv(folder / "table1.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(folder / "not_results.csv", index=False)  # no table column: ignored
+    (folder / "fig3_sr.png").write_bytes(b"png")
+
+
+def test_cells_are_labelled_ours_needs_data_or_quoted(tmp_path):
+    write_results(tmp_path)
+    results = summary.load_results(tmp_path)
+    assert len(results) == 2  # the JPEG control row is not a table cell
+    cells = summary.labelled_cells(results, "I").set_index(["method", "ood"])
+    assert cells.loc[("SR-OOD_SR", "texture"), "status"] == summary.OURS
+    assert cells.loc[("SR-OOD_SR", "texture"), "cell"] == "81.50 [80.00, 83.00]"
+    assert cells.loc[("SR-OOD_SR", "texture"), "paper"] == "92.69"
+    assert cells.loc[("SR-OOD_SR", "svhn"), "status"] == summary.NEEDS_DATA
+    tiny = cells.loc[("Glow (diff to Tiny-Glow)", "svhn")]
+    assert tiny["status"] == summary.QUOTED and "dataset withdrawn" in tiny["cell"]
+    lr = cells.loc[("Likelihood Regret", "texture")]
+    assert lr["status"] == summary.QUOTED and "not re-run" in lr["cell"]
+
+
+def test_tables_the_workbook_has_not_run_are_quoted_with_that_reason(tmp_path):
+    write_results(tmp_path)
+    cells = summary.labelled_cells(summary.load_results(tmp_path), "II")
+    assert len(cells) > 0 and set(cells["status"]) == {summary.QUOTED}
+    assert cells["cell"].str.contains("not reproduced by the workbook yet").all()
+
+
+def test_side_by_side_provenance_and_links(tmp_path):
+    write_results(tmp_path)
+    results = summary.load_results(tmp_path)
+    table = summary.side_by_side(summary.labelled_cells(results, "I"))
+    assert table.loc[("SR-OOD_SR", ""), "texture"] == "81.50 [80.00, 83.00] | paper: 92.69"
+    assert table.loc[("SR-OOD_SR", ""), "svhn"] == "needs online data | paper: 94.59"
+    prov = summary.provenance(results).set_index("file")
+    assert prov.loc["table1.csv", "commit"] == "abc" and prov.loc["table1.csv", "data_hash"] == "h1"
+    assert summary.figure_links(tmp_path) == "- [fig3_sr.png](fig3_sr.png)"
