@@ -1,0 +1,78 @@
+"""What the baseline detectors share: the config contract, the held-out split, per-image noise, the file format.
+
+Every detector takes one plain-data config: the profile's ``baselines`` section plus the top-level ``seed`` and
+``device`` (``baseline_config``). It reads only the keys it needs and has no defaults of its own.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srood_lib.runtime import atomic_torch_save, step_seed
+
+BASELINE_FORMAT = "srood-baseline-v1"
+
+# Noise streams of step_seed, so no two uses of one seed draw the same numbers.
+STREAM_IWAE, STREAM_REGRET, STREAM_GLOW_DEQUANT, STREAM_WAIC, STREAM_BACKGROUND = 21, 22, 23, 24, 25
+
+
+def require(cfg: dict, keys, where: str) -> None:
+    """Fail loudly (naming the profile section) when a config lacks keys: the code has no defaults."""
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise KeyError(f"{where} is missing keys {missing}; add them to the profile's baselines section")
+
+
+def baseline_config(profile_cfg: dict) -> dict:
+    """The detectors' config: ``cfg["baselines"]`` plus the profile's seed and device."""
+    return {**copy.deepcopy(profile_cfg["baselines"]), "seed": profile_cfg["seed"], "device": profile_cfg["device"]}
+
+
+def split_holdout(images: np.ndarray, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, holdout): ``n_holdout`` ID training images held out by a seeded permutation.
+
+    The generative models train on ``train``; Typicality Test and DoSE fit their statistics on ``holdout``
+    (images the model has not seen, as both references ask).
+    """
+    if not 0 < n_holdout < len(images):
+        raise ValueError(f"n_holdout must be between 1 and {len(images) - 1} for {len(images)} images, "
+                         f"got {n_holdout}")
+    perm = np.random.default_rng([seed, 31]).permutation(len(images))
+    return images[np.sort(perm[n_holdout:])], images[np.sort(perm[:n_holdout])]
+
+
+def per_image_noise(seed: int, start: int, n: int, shape: tuple, stream: int, kind: str = "normal") -> torch.Tensor:
+    """(n, *shape) noise where image ``start + i`` gets draws from its own generator seeded by (seed, index).
+
+    So a score never depends on the batch size it was computed with.
+    """
+    out = []
+    for i in range(start, start + n):
+        gen = torch.Generator().manual_seed(step_seed(seed, i, stream))
+        out.append(torch.randn(shape, generator=gen) if kind == "normal" else torch.rand(shape, generator=gen))
+    return torch.stack(out) if out else torch.zeros((0, *shape))
+
+
+def save_detector(det, path: str | os.PathLike, models: dict, state: dict) -> Path:
+    """One self-contained file per detector: class, config, model weights, fitted statistics."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"format": BASELINE_FORMAT, "class": type(det).__name__, "config": det.config,
+                       "models": models, "state": state}, path)
+    return path
+
+
+def load_detector_blob(path: str | os.PathLike, cls_name: str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no baseline detector at {path}; fit one first (fit_baselines)")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if blob.get("format") != BASELINE_FORMAT:
+        raise ValueError(f"{path} is not a baseline detector file ({BASELINE_FORMAT})")
+    if blob["class"] != cls_name:
+        raise ValueError(f"{path} holds a {blob['class']}, not a {cls_name}")
+    return blob

@@ -1,0 +1,195 @@
+"""The likelihood-family baselines of Table I as pipeline steps: train (or load) the models, score, evaluate.
+
+Reads only ``cfg["baselines"]``, ``cfg["seed"]``, ``cfg["device"]`` (and ``cfg["data"]``/``cfg["eval"]``
+through ``pipeline.evaluate``). Each trained model is stored under
+``checkpoint_dir()/baselines/<name>_<hash of its recipe>/model.pt`` (recipe = its config section, seed, the
+held-out split and a fingerprint of the training images), so a re-run loads instead of retraining.
+
+Models: one ID VAE shared by Likelihood, Likelihood Regret, Typicality Test, DoSE and WAIC's first member;
+``waic.n_models - 1`` more VAEs for WAIC; one background VAE for the Likelihood Ratio; one Glow for both Glow rows.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from srood_lib.baselines.common import baseline_config, split_holdout
+from srood_lib.baselines.glow import GlowNLL, glow_blob, glow_from_blob, train_glow
+from srood_lib.baselines.likelihood import (WAIC, DoSE_KDE, DoSE_SVM, LikelihoodRatio, TypicalityTest,
+                                            VAELikelihood, background_seed, member_seed)
+from srood_lib.baselines.regret import LikelihoodRegret
+from srood_lib.baselines.vae import sample_images, train_vae, vae_blob, vae_from_blob
+from srood_lib.config import checkpoint_dir, config_hash
+from srood_lib.data import ImageSet
+from srood_lib.runtime import atomic_torch_save, data_fingerprint, resolve_device
+
+METHODS = ["Likelihood", "Likelihood Regret", "WAIC", "Typicality Test", "Likelihood Ratio", "DoSE_KDE",
+           "DoSE_SVM", "Glow (diff to None)", "Glow (diff to PNG)"]
+MODEL_FORMAT = "srood-baseline-model-v1"
+
+
+def model_path(name: str, recipe: dict) -> Path:
+    return checkpoint_dir() / "baselines" / f"{name}_{config_hash(recipe)}" / "model.pt"
+
+
+def _cached(name: str, recipe: dict, train: Callable, to_blob: Callable, from_blob: Callable,
+            device: torch.device):
+    """Load the model made by ``recipe`` if stored, else train and store it (atomically)."""
+    path = model_path(name, recipe)
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if blob.get("format") == MODEL_FORMAT and blob["recipe_hash"] == config_hash(recipe):
+            return from_blob(blob["model"], device)
+    t0 = time.time()
+    model = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"format": MODEL_FORMAT, "recipe": recipe, "recipe_hash": config_hash(recipe),
+                       "model": to_blob(model), "train_seconds": round(time.time() - t0, 1),
+                       "device": str(device)}, path)
+    return model
+
+
+def fit_baselines(cfg: dict, train_images: ImageSet, progress: bool = True) -> dict:
+    """All nine detectors, keyed by their Table I method names, fitted on the ID training images.
+
+    The models train on the ID images minus ``baselines.n_holdout`` held-out ones (seeded); Typicality Test and
+    DoSE fit their statistics on the held-out images.
+    """
+    bcfg = baseline_config(cfg)
+    seed, device = int(cfg["seed"]), resolve_device(cfg["device"])
+    images = train_images.images
+    train, _ = split_holdout(images, int(bcfg["n_holdout"]), seed)
+    base = {"data": data_fingerprint(images), "n_holdout": int(bcfg["n_holdout"]), "split_seed": seed}
+
+    def vae(name: str, model_seed: int, mutation: float):
+        recipe = {**base, "vae": bcfg["vae"], "seed": model_seed, "mutation_rate": mutation}
+        return _cached(name, recipe, lambda: train_vae(train, bcfg["vae"], model_seed, device, progress, mutation),
+                       vae_blob, vae_from_blob, device)
+
+    shared = vae("vae_id", seed, 0.0)
+    members = [shared] + [vae(f"vae_waic{m}", member_seed(seed, m), 0.0)
+                          for m in range(1, int(bcfg["waic"]["n_models"]))]
+    mutation = float(bcfg["likelihood_ratio"]["mutation_rate"])
+    background = vae("vae_background", background_seed(seed), mutation)
+    flow = _cached("glow", {**base, "glow": bcfg["glow"], "seed": seed},
+                   lambda: train_glow(train, bcfg["glow"], seed, device, progress), glow_blob, glow_from_blob, device)
+    detectors = {
+        "Likelihood": VAELikelihood(bcfg, shared),
+        "Likelihood Regret": LikelihoodRegret(bcfg, shared),
+        "WAIC": WAIC(bcfg, members),
+        "Typicality Test": TypicalityTest(bcfg, shared),
+        "Likelihood Ratio": LikelihoodRatio(bcfg, shared, background),
+        "DoSE_KDE": DoSE_KDE(bcfg, shared),
+        "DoSE_SVM": DoSE_SVM(bcfg, shared),
+        "Glow (diff to None)": GlowNLL(bcfg, "none", flow),
+        "Glow (diff to PNG)": GlowNLL(bcfg, "png", flow),
+    }
+    for det in detectors.values():
+        det.fit(images, progress=progress)  # every model is given: this fits only the held-out statistics
+    return detectors
+
+
+def method_note(cfg: dict, method: str) -> str:
+    """What the row was computed with, for the results table."""
+    b = cfg["baselines"]
+    v, g = b["vae"], b["glow"]
+    vae = f"VAE w{v['width']} z{v['z_dim']} {v['epochs']} ep, IWAE K={b['iwae_k']}"
+    glow = f"Glow L{g['levels']} K{g['steps']} h{g['hidden']} {g['epochs']} ep"
+    r = b["regret"]
+    return {
+        "Likelihood": f"{vae}; NLL bits/dim",
+        "Likelihood Regret": (f"VAE w{v['width']} z{v['z_dim']} {v['epochs']} ep; {r['n_steps']} encoder Adam "
+                              f"steps lr {r['lr']}; IWAE K={r['iwae_k']}; {r['n_images']} images per set"),
+        "WAIC": f"{vae}; M={b['waic']['n_models']} VAEs",
+        "Typicality Test": f"{vae}; batch size 1; mean NLL of {b['n_holdout']} held-out ID images",
+        "Likelihood Ratio": f"{vae}; background VAE, mutation rate {b['likelihood_ratio']['mutation_rate']}",
+        "DoSE_KDE": f"{vae}; 5 statistics, KDE fitted on {b['n_holdout']} held-out ID images",
+        "DoSE_SVM": f"{vae}; 5 statistics, one-class SVM on {b['n_holdout']} held-out ID images",
+        "Glow (diff to None)": f"{glow}; NLL bits/dim",
+        "Glow (diff to PNG)": f"{glow}; NLL - PNG bits/dim",
+    }[method]
+
+
+def score_baselines(cfg: dict, detectors: dict, id_set: ImageSet, ood: dict[str, ImageSet], progress: bool = True,
+                    raw: dict | None = None) -> pd.DataFrame:
+    """Table I rows (``pipeline.evaluate``) of every detector in ``detectors`` on the ID test set and each OOD
+    set. Likelihood Regret scores a seeded subset of ``baselines.regret.n_images`` images per set. ``raw``, if
+    given, receives the scores ``{method: {"id": ..., ood_name: ...}}``."""
+    from srood_lib.pipeline import evaluate, subsample
+
+    frames = []
+    for method in [m for m in METHODS if m in detectors]:
+        det = detectors[method]
+        ids, oods = id_set, ood
+        if method == "Likelihood Regret":
+            n = int(cfg["baselines"]["regret"]["n_images"])
+            ids = subsample(id_set, n, cfg["seed"])
+            oods = {name: subsample(s, n, cfg["seed"]) for name, s in ood.items()}
+        s_id = det.score(ids.images, progress=progress)
+        s_ood = {name: det.score(s.images, progress=progress) for name, s in oods.items()}
+        note = method_note(cfg, method)
+        if getattr(det, "seconds_per_image", None) and method == "Likelihood Regret":
+            note += f"; {det.seconds_per_image:.2f} s/image"
+        if raw is not None:
+            raw[method] = {"id": s_id, **s_ood}
+        frames.append(evaluate(cfg, "I", method, s_id, s_ood, ids, oods, note=note))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _generative_models(detectors: dict) -> list[tuple[str, object, str]]:
+    """(label, detector, model name inside it) for each distinct trained model."""
+    out, seen = [], set()
+
+    def add(label, det, name, model):
+        if model is not None and id(model) not in seen:
+            seen.add(id(model))
+            out.append((label, det, name))
+
+    for method in ("Likelihood", "WAIC", "Likelihood Ratio"):
+        det = detectors.get(method)
+        if det is None:
+            continue
+        for name, model in det.vaes.items():
+            label = {"id": "VAE (ID)", "background": "VAE (background)"}.get(name, f"VAE (WAIC {name})")
+            add(label, det, name, model)
+    glow = detectors.get("Glow (diff to None)") or detectors.get("Glow (diff to PNG)")
+    if glow is not None:
+        add("Glow", glow, "flow", glow.flow)
+    return out
+
+
+def test_bits_per_dim(detectors: dict, id_set: ImageSet) -> pd.DataFrame:
+    """Bits/dim (mean, std) of every trained generative model on the ID test set: a check that they learned."""
+    rows = []
+    for label, det, name in _generative_models(detectors):
+        if label == "Glow":
+            bpd = det.nll_bits_per_dim(id_set.images)
+            how = "1 uniform dequantisation sample"
+        else:
+            bpd = det.nll_bits_per_dim(id_set.images, name)
+            how = f"IWAE K={det.config['iwae_k']}"
+        rows.append({"model": label, "bits_per_dim": round(float(np.mean(bpd)), 4),
+                     "std": round(float(np.std(bpd)), 4), "n": len(bpd), "estimator": how})
+    return pd.DataFrame(rows)
+
+
+test_bits_per_dim.__test__ = False  # a pipeline step, not a pytest test
+
+
+def sample_grid(detectors: dict, n: int, seed: int) -> dict[str, np.ndarray]:
+    """uint8 (n, H, W, 3) samples of the ID VAE (categorical draws and per-sub-pixel modes) and of the Glow."""
+    out = {}
+    lik = detectors.get("Likelihood")
+    if lik is not None:
+        vae = lik._vae("id")
+        out["VAE (ID), sampled"] = sample_images(vae, n, seed)
+        out["VAE (ID), mode per sub-pixel"] = sample_images(vae, n, seed, mode=True)
+    glow = detectors.get("Glow (diff to None)") or detectors.get("Glow (diff to PNG)")
+    if glow is not None:
+        out[f"Glow, T={glow.config['glow']['sample_temperature']}"] = glow.sample_images(n, seed)
+    return out

@@ -1,0 +1,240 @@
+"""The DCGAN-style VAE of Likelihood Regret (Xiao, Yan & Amit, NeurIPS 2020), shared by the VAE baselines.
+
+Architecture as the reference (``DCGAN_VAE_pixel.py``): the encoder halves 32 -> 16 -> 8 -> 4 with 4x4 stride-2
+convolutions (BatchNorm + ReLU; widths w, 2w, 4w), then two 4x4 convolutions give the mean and log-variance of a
+``z_dim`` Gaussian posterior; the decoder mirrors it with transposed convolutions 1 -> 4 -> 8 -> 16 -> 32 and ends
+in 3 * 256 logits: a 256-way categorical distribution for every sub-pixel, so log p(x|z) is a true discrete
+likelihood and bits/dim are comparable to other models. Inputs are x / 255 in [0, 1] as in the reference.
+
+Reference settings: z_dim 100, w (``ngf``) 32, batch 128, Adam lr 3e-4 with weight decay 3e-5, 200 epochs,
+beta 1, N(0, 0.02) init. Here every one is read from the config; the budget is ``epochs`` (fractions allowed).
+
+Deviation: the reference draws the reparameterisation noise from the global RNG; here each step's noise comes
+from a generator seeded by (seed, step), so a run is a function of its seed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from srood_lib.baselines.common import require
+from srood_lib.runtime import EpochOrder, step_seed, uint8_to_tensor
+
+VAE_KEYS = ("z_dim", "width", "batch_size", "epochs", "lr", "adam_betas", "weight_decay")
+LOG_2PI = math.log(2 * math.pi)
+
+
+class VAE(nn.Module):
+    """Gaussian encoder q(z|x), N(0, I) prior, 256-way categorical decoder p(x|z) per sub-pixel."""
+
+    def __init__(self, resolution: int, z_dim: int, width: int):
+        super().__init__()
+        n = int(round(math.log2(resolution)))
+        if 2 ** n != resolution or resolution < 16:
+            raise ValueError(f"resolution must be a power of two >= 16, got {resolution}")
+        self.init_kwargs = {"resolution": resolution, "z_dim": z_dim, "width": width}
+        self.resolution, self.z_dim = resolution, z_dim
+        enc = [nn.Conv2d(3, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+        for i in range(n - 3):  # down to 4x4
+            cin, cout = width * 2 ** i, width * 2 ** (i + 1)
+            enc += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+        self.encoder = nn.Sequential(*enc)
+        top = width * 2 ** (n - 3)
+        self.to_mu, self.to_logvar = nn.Conv2d(top, z_dim, 4), nn.Conv2d(top, z_dim, 4)
+        dec = [nn.ConvTranspose2d(z_dim, top, 4, 1, 0, bias=False), nn.BatchNorm2d(top), nn.ReLU(True)]
+        ch = top
+        for _ in range(n - 3):  # 4 -> resolution / 2
+            dec += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        dec.append(nn.ConvTranspose2d(ch, 3 * 256, 4, 2, 1, bias=False))
+        self.decoder = nn.Sequential(*dec)
+        self.apply(_dcgan_init)
+
+    def encode(self, x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, 3, H, W) -> posterior (mu, logvar), each (B, z_dim)."""
+        h = self.encoder(x_u8.float() / 255.0)
+        return self.to_mu(h).flatten(1), self.to_logvar(h).flatten(1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, z_dim) -> logits (B, 3, H, W, 256), channel c's 256 classes at output maps c*256..c*256+255 as in
+        the reference's view. The last layer runs channels-last (about 2x faster on the CPU), so the class
+        dimension comes out contiguous and the permutes below are free views."""
+        h = self.decoder[:-1](z[:, :, None, None]).contiguous(memory_format=torch.channels_last)
+        out = self.decoder[-1](h).permute(0, 2, 3, 1)  # (B, H, W, 3 * 256)
+        return out.reshape(len(z), self.resolution, self.resolution, 3, 256).permute(0, 3, 1, 2, 4)
+
+
+def _dcgan_init(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def build_vae(cfg: dict, resolution: int) -> VAE:
+    return VAE(resolution, int(cfg["z_dim"]), int(cfg["width"]))
+
+
+# ------------------------------------------------------------------------------------------------ densities
+
+def log_px_given_z(logits: torch.Tensor, x_u8: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) in nats per image: sum over sub-pixels of the categorical log-probability of the true value.
+
+    ``logits`` (B, 3, H, W, 256), ``x_u8`` (B, 3, H, W) uint8.
+    """
+    b = len(logits)
+    flat = logits.permute(0, 2, 3, 1, 4).reshape(-1, 256)  # a view when decode ran channels-last
+    target = x_u8.permute(0, 2, 3, 1).reshape(-1).long()
+    return -F.cross_entropy(flat, target, reduction="none").view(b, -1).sum(1)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row, in nats (the rate)."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag exp(logvar)) summed over the last dimension."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).square() * torch.exp(-logvar)).sum(-1)
+
+
+def bits_per_dim(nll_nats, dims: int):
+    """Nats per image -> bits per sub-pixel."""
+    return nll_nats / (dims * math.log(2))
+
+
+def elbo_terms(vae: VAE, x_u8: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Per-image ``rate`` (analytic KL to the prior) and ``distortion`` (-log p(x|z), one z ~ q, nats).
+
+    ELBO = -(rate + distortion). ``generator`` seeds the single posterior sample (CPU generator).
+    """
+    mu, logvar = vae.encode(x_u8)
+    eps = torch.randn(mu.shape, generator=generator).to(mu.device)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    return {"rate": gaussian_kl(mu, logvar), "distortion": -log_px_given_z(vae.decode(z), x_u8)}
+
+
+@torch.no_grad()
+def iwae_samples(vae: VAE, x_u8: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                 chunk: int = 256, posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """K importance samples z ~ q(z|x) per image and their log-weights, decoded ``chunk`` at a time.
+
+    Returns ``log_w`` (B, K) = log p(x|z) + log p(z) - log q(z|x), ``log_px_z`` (B, K), ``mu``, ``logvar``.
+    ``eps`` (B, K, z_dim) replaces the drawn noise (common random numbers, e.g. before/after in Regret).
+    """
+    mu, logvar = posterior if posterior is not None else vae.encode(x_u8)
+    b, d = mu.shape
+    if eps is None:
+        eps = torch.randn((b, k, d), generator=generator)
+    eps = eps.to(mu.device)
+    z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps  # (B, K, d)
+    log_pz = -0.5 * (LOG_2PI + z.square()).sum(-1)
+    log_qz = log_normal(z, mu[:, None], logvar[:, None])
+    flat_z = z.reshape(b * k, d)
+    owner = torch.arange(b * k, device=x_u8.device) // k  # image of each flattened sample (no B*K image copy)
+    log_px_z = torch.cat([log_px_given_z(vae.decode(flat_z[i:i + chunk]), x_u8[owner[i:i + chunk]])
+                          for i in range(0, b * k, chunk)]).view(b, k)
+    return {"log_w": log_px_z + log_pz - log_qz, "log_px_z": log_px_z, "mu": mu, "logvar": logvar}
+
+
+def iwae_nll_from_log_w(log_w: torch.Tensor) -> torch.Tensor:
+    """-log (1/K sum_k exp(log_w_k)) per row: the importance-weighted bound (Burda et al. 2016) as NLL."""
+    return -(torch.logsumexp(log_w, dim=1) - math.log(log_w.shape[1]))
+
+
+@torch.no_grad()
+def iwae_nll(vae: VAE, x_u8: torch.Tensor, k: int, generator: torch.Generator | None = None,
+             chunk: int = 256) -> torch.Tensor:
+    """NLL per image in nats from the K-sample importance-weighted ELBO (an upper bound, tight as K grows)."""
+    return iwae_nll_from_log_w(iwae_samples(vae, x_u8, k, generator, chunk)["log_w"])
+
+
+@torch.no_grad()
+def sample_images(vae: VAE, n: int, seed: int, mode: bool = False) -> np.ndarray:
+    """uint8 (n, H, W, 3) decoded from z ~ N(0, I): each sub-pixel drawn from its categorical, or its mode."""
+    gen = torch.Generator().manual_seed(seed)
+    device = next(vae.parameters()).device
+    z = torch.randn((n, vae.z_dim), generator=gen).to(device)
+    logits = vae.decode(z).cpu()  # (n, 3, H, W, 256)
+    if mode:
+        values = logits.argmax(-1)
+    else:
+        u = torch.rand(logits.shape, generator=gen).clamp_min(1e-20)
+        values = (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max: an exact categorical draw
+    return values.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+def perturb(x_u8: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Ren et al. (2019) background data: each sub-pixel replaced by a uniform value in 0..255 with prob ``rate``."""
+    mask = torch.rand(x_u8.shape, generator=generator) < rate
+    noise = torch.randint(0, 256, x_u8.shape, generator=generator, dtype=torch.uint8)
+    return torch.where(mask, noise, x_u8)
+
+
+def train_vae(images: np.ndarray, cfg: dict, seed: int, device: torch.device, progress: bool = True,
+              mutation_rate: float = 0.0) -> VAE:
+    """Train a VAE on uint8 ``images`` (N, H, W, 3) for ``cfg["epochs"]`` epochs; returns it in eval mode.
+
+    Loss per batch: mean over images of distortion + rate (beta = 1), one posterior sample, as the reference.
+    ``mutation_rate`` > 0 trains on perturbed inputs (the background model of the likelihood ratio).
+    """
+    from tqdm.auto import tqdm
+
+    require(cfg, VAE_KEYS, "baselines.vae")
+    data = uint8_to_tensor(images)
+    torch.manual_seed(seed)  # initial weights are a function of the seed
+    vae = build_vae(cfg, data.shape[-1]).to(device)
+    opt = torch.optim.Adam(vae.parameters(), lr=float(cfg["lr"]), betas=tuple(map(float, cfg["adam_betas"])),
+                           weight_decay=float(cfg["weight_decay"]))
+    batch = int(cfg["batch_size"])
+    total = max(1, int(math.ceil(float(cfg["epochs"]) * len(data) / batch)))
+    order = EpochOrder(len(data), batch, seed)
+    vae.train()
+    bar = tqdm(range(total), disable=not progress, desc="VAE" + (" (background)" if mutation_rate else ""),
+               unit="step")
+    for step in bar:
+        gen = torch.Generator().manual_seed(step_seed(seed, step, stream=11))
+        x = data[order.indices(step)]
+        if mutation_rate:
+            x = perturb(x, mutation_rate, gen)
+        x = x.to(device)
+        terms = elbo_terms(vae, x, gen)
+        rate, dist = terms["rate"].mean(), terms["distortion"].mean()
+        loss = dist + rate
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0 or step == total - 1:
+            bar.set_postfix(bpd=f"{bits_per_dim(loss.item(), x[0].numel()):.3f}", rate=f"{rate.item():.1f}")
+    return vae.eval().requires_grad_(False)
+
+
+def vae_blob(vae: VAE) -> dict:
+    """What a detector file keeps of a VAE: constructor arguments and CPU weights."""
+    return {"kwargs": dict(vae.init_kwargs), "state": {k: v.cpu() for k, v in vae.state_dict().items()}}
+
+
+def vae_from_blob(blob: dict, device: torch.device) -> VAE:
+    vae = VAE(**blob["kwargs"])
+    vae.load_state_dict(blob["state"])
+    return vae.eval().requires_grad_(False).to(device)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 of a module's state (names, shapes, bytes): identifies a trained model for memoised scores."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
