@@ -149,8 +149,10 @@ def main() -> None:
     for what, sec in parts.items():
         print(f"  {what:<20}{sec / 60:8.1f} min")
     total = sum(parts.values())
-    print(f"  {'total':<20}{total / 60:8.1f} min at these threads"
-          + ("" if math.isclose(total, 0) else f"  (~{total / 60 / 1.7:.1f} min if 2 cores give ~1.7x)"))
+    # A single-thread measurement (e.g. beside another job) says little about 2 free cores: give a rough guess.
+    guess = torch.get_num_threads() == 1 and not math.isclose(total, 0)
+    print(f"  {'total':<20}{total / 60:8.1f} min at {torch.get_num_threads()} threads"
+          + (f"  (~{total / 60 / 1.7:.1f} min if 2 cores give ~1.7x)" if guess else ""))
 
 
 if __name__ == "__main__":
