@@ -13,7 +13,7 @@ import pandas as pd
 from srood_lib import pipeline
 from srood_lib.config import apply_overrides
 from srood_lib.data import ImageSet
-from srood_lib.detector import SROOD
+from srood_lib.detector import SROOD, score_sets
 from srood_lib.erosion import BicubicDownUp, Blackout, parse_erosion
 
 VARIANT_METHODS = pipeline.VARIANT_METHODS
@@ -29,7 +29,7 @@ def distance_setting(distance: str, lpips_net: str | None, paper_net: str) -> st
 
 
 def _scores(det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet], **kw):
-    return det.score(id_set.images, **kw), {name: det.score(s.images, **kw) for name, s in ood.items()}
+    return det.score(id_set.images, **kw), score_sets(det, {name: s.images for name, s in ood.items()}, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- Table IV

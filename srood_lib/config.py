@@ -101,6 +101,18 @@ def load_config(profile: str | os.PathLike, overrides: Iterable[str] | Mapping[s
     return apply_overrides(cfg, overrides)
 
 
+def require_keys(cfg: Mapping, keys: Iterable[str], where: str, section: str | None = None) -> None:
+    """Fail loudly, naming every missing key, when a config section lacks keys: the library has no defaults.
+
+    ``where`` names the dict in the message (e.g. ``repair.train``); ``section`` the profile section to add
+    them to (default: the first part of ``where``).
+    """
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        section = section or where.split(".")[0]
+        raise KeyError(f"{where} is missing keys {missing}; add them to the profile's {section} section")
+
+
 _ABSENT = object()
 
 

@@ -26,7 +26,7 @@ from srood_lib.models.stylegan2 import Generator
 from srood_lib.outliers import synthetic_outliers
 from srood_lib.perceptual import distance
 from srood_lib.data import to_uint8
-from srood_lib.runtime import atomic_torch_save, resolve_device, to_float_images, uint8_to_tensor
+from srood_lib.runtime import atomic_torch_save, resolve_device, seeded_split, to_float_images, uint8_to_tensor
 from srood_lib.train_prior import load_prior
 from srood_lib.train_repair import train_repair
 
@@ -50,10 +50,7 @@ def detector_config(profile_cfg: dict, variant: str) -> dict:
 
 def split_validation(images: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold ``n_val`` images out of ``images`` (a seeded permutation): returns (train, val)."""
-    if not 0 < n_val < len(images):
-        raise ValueError(f"n_val must be between 1 and {len(images) - 1} for {len(images)} images, got {n_val}")
-    perm = np.random.default_rng([seed, 7]).permutation(len(images))
-    return images[np.sort(perm[n_val:])], images[np.sort(perm[:n_val])]
+    return seeded_split(images, n_val, seed, stream=7, what="n_val")
 
 
 class SROOD:

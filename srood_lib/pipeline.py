@@ -16,7 +16,7 @@ from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash
 from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset
 from srood_lib.detector import SROOD, detector_config
 from srood_lib.metrics import ood_metrics
-from srood_lib.report import git_commit
+from srood_lib.report import auroc_cell, git_commit
 
 VARIANT_METHODS = {"rec": "SR-OOD_Rec", "inpaint": "SR-OOD_Inpaint", "sr": "SR-OOD_SR"}
 
@@ -236,7 +236,7 @@ def beside_paper(results: pd.DataFrame, table: str, metric: str = "auroc") -> pd
 
     ours = results[(results["metric"] == metric) & ~results["note"].fillna("").str.contains("JPEG")].copy()
     ours["setting"] = ours["setting"].fillna("") if "setting" in ours else ""
-    ours["ours"] = [("needs download" if pd.isna(v) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
+    ours["ours"] = [("needs download" if pd.isna(v) else auroc_cell(v, lo, hi))
                     for v, lo, hi in zip(ours["value"], ours["ci_low"], ours["ci_high"])]
     paper = paper_results()
     paper = paper[(paper["table"] == table) & (paper["metric"] == metric)].assign(
@@ -316,8 +316,6 @@ def export_prior(cfg: dict, dest: str | Path, device_note: str) -> Path:
     and its losses — what ``prior.checkpoint`` points at so later runs start from it (as the paper starts from a
     pretrained StyleGAN2). Returns the checkpoint path."""
     import shutil
-
-    import torch
 
     from srood_lib.train_prior import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint
 

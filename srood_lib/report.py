@@ -40,6 +40,12 @@ def results_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return frame[RESULT_COLUMNS + extra]
 
 
+def auroc_cell(value: float, ci_low: float | None = None, ci_high: float | None = None) -> str:
+    """AUROC ×100 as the workbook's tables print it: ``82.12 [79.79, 84.16]`` (the CI when there is one)."""
+    ci = "" if ci_low is None or pd.isna(ci_low) else f" [{ci_low:.2f}, {ci_high:.2f}]"
+    return f"{value:.2f}{ci}"
+
+
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a CSV via a temporary file and a rename, so a crash never leaves half a table."""
     path = Path(path)

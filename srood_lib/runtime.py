@@ -42,6 +42,19 @@ def step_seed(seed: int, step: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(step), int(stream)]).generate_state(2, np.uint64)[0] >> 1)
 
 
+def seeded_split(images: np.ndarray, n_out: int, seed: int, stream: int,
+                 what: str = "n_out") -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): ``n_out`` images held out by a permutation seeded by (seed, stream), order preserved.
+
+    Distinct ``stream``s give unrelated splits of the same images for the same seed; ``what`` names the
+    setting in the error message.
+    """
+    if not 0 < n_out < len(images):
+        raise ValueError(f"{what} must be between 1 and {len(images) - 1} for {len(images)} images, got {n_out}")
+    perm = np.random.default_rng([seed, stream]).permutation(len(images))
+    return images[np.sort(perm[n_out:])], images[np.sort(perm[:n_out])]
+
+
 class EpochOrder:
     """Batch indices for step s: consecutive slices of per-epoch permutations seeded by (seed, epoch)."""
 

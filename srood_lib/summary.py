@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from srood_lib.paper import paper_results
+from srood_lib.report import auroc_cell
 
 OURS, NEEDS_DATA, QUOTED = "ours", "needs online data", "quoted from the paper"
 KEY = ["table", "method", "setting", "ood"]
@@ -65,8 +66,7 @@ def labelled_cells(results: pd.DataFrame, table: str, metric: str = "auroc") -> 
     for row in cells.itertuples():
         if isinstance(row.note, str) and not np.isnan(row.value):
             status.append(OURS)
-            ci = f" [{row.ci_low:.2f}, {row.ci_high:.2f}]" if not pd.isna(row.ci_low) else ""
-            shown.append(f"{row.value:.2f}{ci}")
+            shown.append(auroc_cell(row.value, row.ci_low, row.ci_high))
         elif isinstance(row.note, str) and "needs download" in row.note:
             status.append(NEEDS_DATA)
             shown.append(NEEDS_DATA)

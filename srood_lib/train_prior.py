@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from srood_lib.config import config_hash
+from srood_lib.config import config_hash, require_keys
 from srood_lib.data import to_uint8
 from srood_lib.models.stylegan2 import Discriminator, Generator
 from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, step_seed,
@@ -50,10 +50,7 @@ SNAPSHOT_DIR = "snapshots"  # EMA generators kept at the optional ``snapshot_kim
 
 def check_cfg(cfg: dict) -> None:
     """Raise a KeyError naming every missing key of the prior config section."""
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if missing:
-        raise KeyError(f"prior config is missing keys {missing}; add them to the profile's prior section "
-                       f"(see the docstring of srood_lib.train_prior)")
+    require_keys(cfg, REQUIRED_KEYS, "prior")
     if "channels" not in cfg["generator"] or "channels" not in cfg["discriminator"]:
         raise KeyError("prior.generator.channels and prior.discriminator.channels are required")
 

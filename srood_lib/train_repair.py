@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srood_lib.config import config_hash
+from srood_lib.config import config_hash, require_keys
 from srood_lib.erosion import apply_random_erosions, erosion_set
 from srood_lib.models.psp import PSPEncoder, RepairNetwork
 from srood_lib.models.stylegan2 import Generator
@@ -36,9 +36,7 @@ RESUMABLE_KEYS = ("kimg", "checkpoint_kimg")
 
 
 def check_train_cfg(cfg: dict) -> None:
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if missing:
-        raise KeyError(f"repair.train is missing keys {missing}; add them to the profile's repair section")
+    require_keys(cfg, REQUIRED_KEYS, "repair.train")
 
 
 def build_repair_network(generator: Generator, encoder_cfg: dict, train_decoder: bool) -> RepairNetwork:

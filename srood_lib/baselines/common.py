@@ -6,25 +6,27 @@ Every detector takes one plain-data config: the profile's ``baselines`` section 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from srood_lib.runtime import atomic_torch_save, step_seed
+from srood_lib.runtime import atomic_torch_save, seeded_split, step_seed
 
 BASELINE_FORMAT = "srood-baseline-v1"
 
+LOG_2PI = math.log(2 * math.pi)
+
+
+def bits_per_dim(nll_nats, dims: int):
+    """Nats per image -> bits per sub-pixel."""
+    return nll_nats / (dims * math.log(2))
+
+
 # Noise streams of step_seed, so no two uses of one seed draw the same numbers.
 STREAM_IWAE, STREAM_REGRET, STREAM_GLOW_DEQUANT, STREAM_WAIC, STREAM_BACKGROUND = 21, 22, 23, 24, 25
-
-
-def require(cfg: dict, keys, where: str) -> None:
-    """Fail loudly (naming the profile section) when a config lacks keys: the code has no defaults."""
-    missing = [k for k in keys if k not in cfg]
-    if missing:
-        raise KeyError(f"{where} is missing keys {missing}; add them to the profile's baselines section")
 
 
 def baseline_config(profile_cfg: dict) -> dict:
@@ -38,11 +40,7 @@ def split_holdout(images: np.ndarray, n_holdout: int, seed: int) -> tuple[np.nda
     The generative models train on ``train``; Typicality Test and DoSE fit their statistics on ``holdout``
     (images the model has not seen, as both references ask).
     """
-    if not 0 < n_holdout < len(images):
-        raise ValueError(f"n_holdout must be between 1 and {len(images) - 1} for {len(images)} images, "
-                         f"got {n_holdout}")
-    perm = np.random.default_rng([seed, 31]).permutation(len(images))
-    return images[np.sort(perm[n_holdout:])], images[np.sort(perm[:n_holdout])]
+    return seeded_split(images, n_holdout, seed, stream=31, what="n_holdout")
 
 
 def per_image_noise(seed: int, start: int, n: int, shape: tuple, stream: int, kind: str = "normal") -> torch.Tensor:

@@ -28,13 +28,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srood_lib.baselines.common import (STREAM_GLOW_DEQUANT, load_detector_blob, per_image_noise, require,
-                                        save_detector, split_holdout)
+from srood_lib.baselines.common import (LOG_2PI, STREAM_GLOW_DEQUANT, bits_per_dim, load_detector_blob,
+                                        per_image_noise, save_detector, split_holdout)
+from srood_lib.config import require_keys
 from srood_lib.runtime import EpochOrder, resolve_device, step_seed, uint8_to_tensor
 
 GLOW_KEYS = ("levels", "steps", "hidden", "batch_size", "epochs", "lr", "adam_betas", "warmup_steps",
              "grad_clip", "sample_temperature")
-LOG_2PI = math.log(2 * math.pi)
 
 
 class ActNorm(nn.Module):
@@ -255,7 +255,7 @@ def nll_bits_per_dim(flow: Glow, y: torch.Tensor) -> torch.Tensor:
     """Discrete NLL bound per image in bits/dim from the dequantised density: -log p(y) + D log 256."""
     _, logdet, log_prior = flow(y)
     dims = y[0].numel()
-    return (-(log_prior + logdet) + dims * math.log(256.0)) / (dims * math.log(2.0))
+    return bits_per_dim(-(log_prior + logdet) + dims * math.log(256.0), dims)
 
 
 def train_glow(images: np.ndarray, cfg: dict, seed: int, device: torch.device, progress: bool = True) -> Glow:
@@ -263,7 +263,7 @@ def train_glow(images: np.ndarray, cfg: dict, seed: int, device: torch.device, p
     actnorm layers initialise from the first batch. Returns the flow in eval mode."""
     from tqdm.auto import tqdm
 
-    require(cfg, GLOW_KEYS, "baselines.glow")
+    require_keys(cfg, GLOW_KEYS, "baselines.glow")
     data = uint8_to_tensor(images)
     torch.manual_seed(seed)
     flow = Glow(data.shape[-1], int(cfg["levels"]), int(cfg["steps"]), int(cfg["hidden"])).to(device)
@@ -310,8 +310,8 @@ class GlowNLL:
     METHODS = {"none": "Glow (diff to None)", "png": "Glow (diff to PNG)"}
 
     def __init__(self, config: dict, diff: str, flow: Glow | None = None):
-        require(config, ["glow", "n_holdout", "score_batch", "seed", "device"], "baselines")
-        require(config["glow"], GLOW_KEYS, "baselines.glow")
+        require_keys(config, ["glow", "n_holdout", "score_batch", "seed", "device"], "baselines")
+        require_keys(config["glow"], GLOW_KEYS, "baselines.glow")
         if diff not in self.METHODS:
             raise ValueError(f"diff must be one of {sorted(self.METHODS)}, got {diff!r}")
         self.config, self.diff = copy.deepcopy(config), diff

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srood_lib.baselines.common import (STREAM_BACKGROUND, STREAM_IWAE, STREAM_WAIC, load_detector_blob,
-                                        per_image_noise, require, save_detector, split_holdout)
-from srood_lib.baselines.vae import (LOG_2PI, VAE, bits_per_dim, gaussian_kl, iwae_nll_from_log_w, iwae_samples,
-                                     train_vae, vae_blob, vae_from_blob, weights_fingerprint)
+from srood_lib.baselines.common import (LOG_2PI, STREAM_BACKGROUND, STREAM_IWAE, STREAM_WAIC, bits_per_dim,
+                                        load_detector_blob, per_image_noise, save_detector, split_holdout)
+from srood_lib.baselines.vae import (VAE, gaussian_kl, iwae_nll_from_log_w, iwae_samples, train_vae, vae_blob,
+                                     vae_from_blob, weights_fingerprint)
+from srood_lib.config import require_keys
 from srood_lib.runtime import data_fingerprint, resolve_device, step_seed, uint8_to_tensor
 
 COMMON_KEYS = ("vae", "n_holdout", "iwae_k", "score_batch", "seed", "device")
@@ -83,7 +84,7 @@ class _VAEDetector:
     method = ""
 
     def __init__(self, config: dict, **vaes: VAE | None):
-        require(config, COMMON_KEYS, "baselines")
+        require_keys(config, COMMON_KEYS, "baselines")
         self.config = copy.deepcopy(config)
         self.device = resolve_device(config["device"])
         self.vaes: dict[str, VAE | None] = {name: (None if v is None else v.to(self.device))
@@ -203,8 +204,8 @@ class WAIC(_VAEDetector):
     method = "WAIC"
 
     def __init__(self, config: dict, vaes: list[VAE | None] | None = None):
-        require(config, ["waic"], "baselines")
-        require(config["waic"], ["n_models"], "baselines.waic")
+        require_keys(config, ["waic"], "baselines")
+        require_keys(config["waic"], ["n_models"], "baselines.waic")
         m = int(config["waic"]["n_models"])
         given = list(vaes or [])
         if len(given) > m:
@@ -235,8 +236,8 @@ class LikelihoodRatio(_VAEDetector):
     method = "Likelihood Ratio"
 
     def __init__(self, config: dict, vae: VAE | None = None, background: VAE | None = None):
-        require(config, ["likelihood_ratio"], "baselines")
-        require(config["likelihood_ratio"], ["mutation_rate"], "baselines.likelihood_ratio")
+        require_keys(config, ["likelihood_ratio"], "baselines")
+        require_keys(config["likelihood_ratio"], ["mutation_rate"], "baselines.likelihood_ratio")
         super().__init__(config, id=vae, background=background)
 
     def _recipe(self, name: str) -> tuple[int, float]:
@@ -284,7 +285,7 @@ class _DoSE(_VAEDetector):
     """
 
     def __init__(self, config: dict, vae: VAE | None = None):
-        require(config, ["dose"], "baselines")
+        require_keys(config, ["dose"], "baselines")
         super().__init__(config, id=vae)
         self.aggregate: tuple[np.ndarray, np.ndarray] | None = None
         self.holdout_features: np.ndarray | None = None
@@ -325,7 +326,7 @@ class DoSE_KDE(_DoSE):  # noqa: N801 (the method's name in the paper)
     def _fit_density(self) -> None:
         from scipy.stats import gaussian_kde
 
-        require(self.config["dose"], ["kde_bandwidth"], "baselines.dose")
+        require_keys(self.config["dose"], ["kde_bandwidth"], "baselines.dose")
         bw = self.config["dose"]["kde_bandwidth"]
         self.kdes = [gaussian_kde(self.holdout_features[:, j], bw_method=bw) for j in range(len(DOSE_STATS))]
 
@@ -343,7 +344,7 @@ class DoSE_SVM(_DoSE):  # noqa: N801
     def _fit_density(self) -> None:
         from sklearn.svm import OneClassSVM
 
-        require(self.config["dose"], ["svm_nu", "svm_gamma"], "baselines.dose")
+        require_keys(self.config["dose"], ["svm_nu", "svm_gamma"], "baselines.dose")
         f = self.holdout_features
         self.mean = f.mean(0)
         evals, evecs = np.linalg.eigh(np.cov(f, rowvar=False))

@@ -23,9 +23,10 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, vmap
 
-from srood_lib.baselines.common import STREAM_IWAE, STREAM_REGRET, per_image_noise, require
+from srood_lib.baselines.common import STREAM_IWAE, STREAM_REGRET, per_image_noise
 from srood_lib.baselines.likelihood import _VAEDetector
 from srood_lib.baselines.vae import VAE, gaussian_kl, iwae_nll_from_log_w, iwae_samples, log_px_given_z
+from srood_lib.config import require_keys
 from srood_lib.runtime import uint8_to_tensor
 
 REGRET_KEYS = ("n_images", "n_steps", "lr", "adam_betas", "weight_decay", "iwae_k", "batch_images")
@@ -114,8 +115,8 @@ class LikelihoodRegret(_VAEDetector):
     seconds_per_image: float | None = None  # wall time per image of the last score() call
 
     def __init__(self, config: dict, vae: VAE | None = None):
-        require(config, ["regret"], "baselines")
-        require(config["regret"], REGRET_KEYS, "baselines.regret")
+        require_keys(config, ["regret"], "baselines")
+        require_keys(config["regret"], REGRET_KEYS, "baselines.regret")
         super().__init__(config, id=vae)
 
     def regret_terms(self, images: np.ndarray, progress: bool = False) -> dict[str, np.ndarray]:

@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srood_lib.baselines.common import require
+from srood_lib.baselines.common import LOG_2PI, bits_per_dim
+from srood_lib.config import require_keys
 from srood_lib.runtime import EpochOrder, step_seed, uint8_to_tensor
 
 VAE_KEYS = ("z_dim", "width", "batch_size", "epochs", "lr", "adam_betas", "weight_decay")
-LOG_2PI = math.log(2 * math.pi)
 
 
 class VAE(nn.Module):
@@ -101,11 +101,6 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag exp(logvar)) summed over the last dimension."""
     return -0.5 * (LOG_2PI + logvar + (z - mu).square() * torch.exp(-logvar)).sum(-1)
-
-
-def bits_per_dim(nll_nats, dims: int):
-    """Nats per image -> bits per sub-pixel."""
-    return nll_nats / (dims * math.log(2))
 
 
 def elbo_terms(vae: VAE, x_u8: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -188,7 +183,7 @@ def train_vae(images: np.ndarray, cfg: dict, seed: int, device: torch.device, pr
     """
     from tqdm.auto import tqdm
 
-    require(cfg, VAE_KEYS, "baselines.vae")
+    require_keys(cfg, VAE_KEYS, "baselines.vae")
     data = uint8_to_tensor(images)
     torch.manual_seed(seed)  # initial weights are a function of the seed
     vae = build_vae(cfg, data.shape[-1]).to(device)
