@@ -25,7 +25,7 @@ from torch.func import functional_call, vmap
 
 from srood_lib.baselines.common import STREAM_IWAE, STREAM_REGRET, per_image_noise
 from srood_lib.baselines.likelihood import _VAEDetector
-from srood_lib.baselines.vae import VAE, gaussian_kl, iwae_nll_from_log_w, iwae_samples, log_px_given_z
+from srood_lib.baselines.vae import VAE, gaussian_kl, iwae_nll_from_log_w, iwae_samples
 from srood_lib.config import require_keys
 from srood_lib.runtime import uint8_to_tensor
 
@@ -49,7 +49,7 @@ def _elbo_loss(vae: VAE, x_u8: torch.Tensor, mu: torch.Tensor, logvar: torch.Ten
                eps: torch.Tensor) -> torch.Tensor:
     """Sum over images of distortion + rate with one posterior sample (the reference's per-image loss)."""
     z = mu + torch.exp(0.5 * logvar) * eps
-    return (-log_px_given_z(vae.decode(z), x_u8) + gaussian_kl(mu, logvar)).sum()
+    return (-vae.log_px(vae.decode(z), x_u8) + gaussian_kl(mu, logvar)).sum()
 
 
 def _adam(params, rcfg: dict) -> torch.optim.Adam:

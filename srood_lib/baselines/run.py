@@ -182,7 +182,7 @@ test_bits_per_dim.__test__ = False  # a pipeline step, not a pytest test
 
 
 def sample_grid(detectors: dict, n: int, seed: int) -> dict[str, np.ndarray]:
-    """uint8 (n, H, W, 3) samples of the ID VAE (categorical draws and per-sub-pixel modes) and of the Glow."""
+    """uint8 (n, H, W, 3) samples of the ID VAE (draws from p(x|z) and per-sub-pixel modes) and of the Glow."""
     out = {}
     lik = detectors.get("Likelihood")
     if lik is not None:
