@@ -98,12 +98,14 @@ def method_note(cfg: dict, method: str) -> str:
     """What the row was computed with, for the results table."""
     b = cfg["baselines"]
     v, g = b["vae"], b["glow"]
-    vae = f"VAE w{v['width']} z{v['z_dim']} {v['epochs']} ep, IWAE K={b['iwae_k']}"
+    decoder = "" if v["decoder"] == "categorical" else f" {v['mixture_components']}-logistic-mixture decoder"
+    vae_model = f"VAE w{v['width']} z{v['z_dim']}{decoder} {v['epochs']} ep"
+    vae = f"{vae_model}, IWAE K={b['iwae_k']}"
     glow = f"Glow L{g['levels']} K{g['steps']} h{g['hidden']} {g['epochs']} ep"
     r = b["regret"]
     return {
         "Likelihood": f"{vae}; NLL bits/dim",
-        "Likelihood Regret": (f"VAE w{v['width']} z{v['z_dim']} {v['epochs']} ep; {r['n_steps']} encoder Adam "
+        "Likelihood Regret": (f"{vae_model}; {r['n_steps']} encoder Adam "
                               f"steps lr {r['lr']}; IWAE K={r['iwae_k']}; {r['n_images']} images per set"),
         "WAIC": f"{vae}; M={b['waic']['n_models']} VAEs",
         "Typicality Test": f"{vae}; batch size 1; mean NLL of {b['n_holdout']} held-out ID images",
