@@ -1,3 +1,5 @@
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,6 +35,22 @@ def test_write_csv_atomic_leaves_no_temporary_file(tmp_path):
 def test_git_commit_names_a_revision_or_unknown():
     commit = report.git_commit()
     assert commit == "unknown" or len(commit.split("+")[0]) >= 7
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_rewritten_results(tmp_path):
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "t.csv").write_text("x\n1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = report.git_commit(root=tmp_path)
+    assert "+" not in clean and len(clean) >= 7
+    (tmp_path / "results" / "t.csv").write_text("x\n2\n")
+    assert report.git_commit(root=tmp_path) == clean
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert report.git_commit(root=tmp_path) == clean + "+dirty"
 
 
 def test_repair_figure_saves_png(tmp_path):
