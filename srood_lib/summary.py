@@ -79,6 +79,15 @@ def labelled_cells(results: pd.DataFrame, table: str, metric: str = "auroc") -> 
     return cells.rename(columns={"value": "ours"})
 
 
+def how_rows_were_made(cells: pd.DataFrame) -> pd.DataFrame:
+    """One line per (method, setting) of our cells: the note its rows carry (budget, model, deviations).
+
+    Notes that differ only per OOD set (e.g. a per-set timing) are joined, so nothing is dropped silently."""
+    ours = cells[cells["status"] == OURS]
+    return (ours.groupby(["method", "setting"], sort=False)["note"]
+            .agg(lambda s: " / ".join(dict.fromkeys(s.dropna()))).rename("how it was made").reset_index())
+
+
 def side_by_side(cells: pd.DataFrame) -> pd.DataFrame:
     """Display form: rows (method, setting), columns OOD set, each cell "ours | paper: x" (quoted cells as is)."""
     text = [c if s == QUOTED else f"{c} | paper: {p}" for c, s, p in zip(cells["cell"], cells["status"], cells["paper"])]

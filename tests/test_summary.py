@@ -36,6 +36,13 @@ def test_cells_are_labelled_ours_needs_data_or_quoted(tmp_path):
     assert lr["status"] == summary.QUOTED and "not re-run" in lr["cell"]
 
 
+def test_how_rows_were_made_lists_each_of_our_rows_once_with_its_note(tmp_path):
+    write_results(tmp_path)
+    cells = summary.labelled_cells(summary.load_results(tmp_path), "I")
+    made = summary.how_rows_were_made(cells)
+    assert made.to_dict("records") == [{"method": "SR-OOD_SR", "setting": "", "how it was made": "T*=bicubic_x2"}]
+
+
 def test_tables_the_workbook_has_not_run_are_quoted_with_that_reason(tmp_path):
     write_results(tmp_path)
     cells = summary.labelled_cells(summary.load_results(tmp_path), "II")
