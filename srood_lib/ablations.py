@@ -63,6 +63,11 @@ def offset_erosion(tstar: str, offset: int) -> str:
     return Blackout(erosion.h, erosion.w, 0, int(offset)).name
 
 
+def offset_setting(offset: int) -> str:
+    """The paper's spelling of a Table V column."""
+    return f"offset={offset}"
+
+
 def offset_table(cfg: dict, det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet]) -> pd.DataFrame:
     """Table V: SR-OOD_Inpaint with its T* mask centred at each offset of ``ablations.table5_offsets``."""
     frames = []
@@ -70,8 +75,12 @@ def offset_table(cfg: dict, det: SROOD, id_set: ImageSet, ood: dict[str, ImageSe
         name = offset_erosion(det.erosion_name, offset)
         s_id, s_ood = _scores(det, id_set, ood, erosion=name)
         frames.append(pipeline.evaluate(cfg, "V", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
-                                        note=f"erosion={name}", setting=f"offset={offset}"))
+                                        note=f"erosion={name}", setting=offset_setting(offset)))
     return pd.concat(frames, ignore_index=True)
+
+
+def table5_settings(cfg: dict) -> tuple[str, ...]:
+    return tuple(offset_setting(o) for o in cfg["ablations"]["table5_offsets"])
 
 
 # ---------------------------------------------------------------------------------------------- prior budget

@@ -16,7 +16,7 @@ from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash
 from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset
 from srood_lib.detector import SROOD, detector_config
 from srood_lib.metrics import ood_metrics
-from srood_lib.report import auroc_cell, git_commit
+from srood_lib.report import git_commit
 
 VARIANT_METHODS = {"rec": "SR-OOD_Rec", "inpaint": "SR-OOD_Inpaint", "sr": "SR-OOD_SR"}
 
@@ -231,21 +231,17 @@ def score_variants(cfg: dict, table: str, detectors: dict[str, SROOD], id_set: I
 
 
 def beside_paper(results: pd.DataFrame, table: str, metric: str = "auroc") -> pd.DataFrame:
-    """Ours (with the bootstrap CI) beside the paper's value, one row per (method, setting, OOD set)."""
-    from srood_lib.paper import paper_results
+    """Ours (with the bootstrap CI) beside the paper's value, one row per (method, setting, OOD set) of ours.
 
-    ours = results[(results["metric"] == metric) & ~results["note"].fillna("").str.contains("JPEG")].copy()
-    ours["setting"] = ours["setting"].fillna("") if "setting" in ours else ""
-    ours["ours"] = [("needs download" if pd.isna(v) else auroc_cell(v, lo, hi))
-                    for v, lo, hi in zip(ours["value"], ours["ci_low"], ours["ci_high"])]
-    paper = paper_results()
-    paper = paper[(paper["table"] == table) & (paper["metric"] == metric)].assign(
-        setting=lambda f: f["setting"].fillna(""))
-    merged = ours[["method", "setting", "ood", "ours"]].merge(
-        paper[["method", "setting", "ood", "value"]], on=["method", "setting", "ood"], how="left"
-    ).rename(columns={"value": "paper (reported)"})
-    merged["paper (reported)"] = merged["paper (reported)"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
-    return merged
+    The cells are the report's (``summary.labelled_cells``), restricted to the rows this run produced."""
+    from srood_lib.summary import KEY, NEEDS_DATA, labelled_cells
+
+    rows = results[~results["note"].fillna("").str.contains("JPEG")].assign(
+        setting=results["setting"].fillna("") if "setting" in results else "")
+    cells = labelled_cells(rows, table, metric).merge(rows[KEY].drop_duplicates(), on=KEY)
+    ours = cells["cell"].replace(NEEDS_DATA, "needs download")
+    return pd.DataFrame({"method": cells["method"], "setting": cells["setting"], "ood": cells["ood"],
+                         "ours": ours, "paper (reported)": cells["paper"]})
 
 
 def oracle_erosions(cfg: dict, detectors: dict[str, SROOD], id_set: ImageSet,

@@ -57,6 +57,7 @@ def test_offset_table_has_one_block_per_offset_and_offset0_is_tstar(cfg, sets, i
     table = ablations.offset_table(cfg, inpaint_det, id_set, ood)
     auroc = table[table["metric"] == "auroc"].set_index("setting")["value"]
     assert list(auroc.index) == ["offset=0", "offset=4", "offset=8"]
+    assert ablations.table5_settings(cfg) == tuple(auroc.index)  # missing rows use the table's own spelling
     s_id, s_ood = inpaint_det.score(id_set.images), inpaint_det.score(ood["noise"].images)
     from srood_lib.metrics import auroc as auroc_fn
     assert auroc["offset=0"] == pytest.approx(round(100 * auroc_fn(s_id, s_ood), 2))

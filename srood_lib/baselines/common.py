@@ -55,6 +55,19 @@ def per_image_noise(seed: int, start: int, n: int, shape: tuple, stream: int, ki
     return torch.stack(out) if out else torch.zeros((0, *shape))
 
 
+def module_blob(module: torch.nn.Module) -> dict:
+    """What a detector or cache file keeps of a model: its constructor arguments (``init_kwargs``) and CPU
+    weights."""
+    return {"kwargs": dict(module.init_kwargs), "state": {k: v.cpu() for k, v in module.state_dict().items()}}
+
+
+def module_from_blob(cls: type, blob: dict, device: torch.device) -> torch.nn.Module:
+    """The model of ``module_blob``, rebuilt as ``cls(**kwargs)``, in eval mode without gradients, on ``device``."""
+    module = cls(**blob["kwargs"])
+    module.load_state_dict(blob["state"])
+    return module.eval().requires_grad_(False).to(device)
+
+
 def save_detector(det, path: str | os.PathLike, models: dict, state: dict) -> Path:
     """One self-contained file per detector: class, config, model weights, fitted statistics."""
     path = Path(path)

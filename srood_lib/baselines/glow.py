@@ -29,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srood_lib.baselines.common import (LOG_2PI, STREAM_GLOW_DEQUANT, bits_per_dim, load_detector_blob,
-                                        per_image_noise, save_detector, split_holdout)
+                                        module_blob, module_from_blob, per_image_noise, save_detector,
+                                        split_holdout)
 from srood_lib.config import require_keys
 from srood_lib.runtime import EpochOrder, resolve_device, step_seed, uint8_to_tensor
 
@@ -290,16 +291,6 @@ def train_glow(images: np.ndarray, cfg: dict, seed: int, device: torch.device, p
     return flow.eval().requires_grad_(False)
 
 
-def glow_blob(flow: Glow) -> dict:
-    return {"kwargs": dict(flow.init_kwargs), "state": {k: v.cpu() for k, v in flow.state_dict().items()}}
-
-
-def glow_from_blob(blob: dict, device: torch.device) -> Glow:
-    flow = Glow(**blob["kwargs"])
-    flow.load_state_dict(blob["state"])
-    return flow.eval().requires_grad_(False).to(device)
-
-
 class GlowNLL:
     """"Glow (diff to None)" (``diff="none"``: score = NLL bits/dim) or "Glow (diff to PNG)" (``diff="png"``:
     score = NLL bits/dim - PNG bits/dim). A trained ``flow`` can be shared by both.
@@ -365,12 +356,12 @@ class GlowNLL:
         return x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
 
     def save(self, path: str | os.PathLike) -> Path:
-        return save_detector(self, path, {"flow": glow_blob(self._require_flow())}, {"diff": self.diff})
+        return save_detector(self, path, {"flow": module_blob(self._require_flow())}, {"diff": self.diff})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "GlowNLL":
         blob = load_detector_blob(path, cls.__name__)
         config = blob["config"] if device is None else {**blob["config"], "device": device}
         det = cls(config, blob["state"]["diff"])
-        det.flow = glow_from_blob(blob["models"]["flow"], det.device)
+        det.flow = module_from_blob(Glow, blob["models"]["flow"], det.device)
         return det

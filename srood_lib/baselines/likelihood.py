@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from srood_lib.baselines.common import (LOG_2PI, STREAM_BACKGROUND, STREAM_IWAE, STREAM_WAIC, bits_per_dim,
-                                        load_detector_blob, per_image_noise, save_detector, split_holdout)
-from srood_lib.baselines.vae import (VAE, gaussian_kl, iwae_nll_from_log_w, iwae_samples, train_vae, vae_blob,
-                                     vae_from_blob, weights_fingerprint)
+                                        load_detector_blob, module_blob, module_from_blob, per_image_noise,
+                                        save_detector, split_holdout)
+from srood_lib.baselines.vae import (VAE, gaussian_kl, iwae_nll_from_log_w, iwae_samples, train_vae,
+                                     weights_fingerprint)
 from srood_lib.config import require_keys
 from srood_lib.runtime import data_fingerprint, resolve_device, step_seed, uint8_to_tensor
 
@@ -135,7 +136,7 @@ class _VAEDetector:
         pass
 
     def save(self, path: str | os.PathLike) -> Path:
-        models = {name: vae_blob(self._vae(name)) for name in self.vaes}
+        models = {name: module_blob(self._vae(name)) for name in self.vaes}
         return save_detector(self, path, models, self._state())
 
     @classmethod
@@ -144,7 +145,7 @@ class _VAEDetector:
         config = blob["config"] if device is None else {**blob["config"], "device": device}
         det = cls.__new__(cls)
         _VAEDetector.__init__(det, config)
-        det.vaes = {name: vae_from_blob(b, det.device) for name, b in blob["models"].items()}
+        det.vaes = {name: module_from_blob(VAE, b, det.device) for name, b in blob["models"].items()}
         det._set_state(blob["state"])
         return det
 

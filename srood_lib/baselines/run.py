@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from srood_lib.baselines.common import baseline_config, split_holdout
-from srood_lib.baselines.glow import GlowNLL, glow_blob, glow_from_blob, train_glow
+from srood_lib.baselines.common import baseline_config, module_blob, module_from_blob, split_holdout
+from srood_lib.baselines.glow import Glow, GlowNLL, train_glow
 from srood_lib.baselines.likelihood import (WAIC, DoSE_KDE, DoSE_SVM, LikelihoodRatio, TypicalityTest,
                                             VAELikelihood, background_seed, member_seed)
 from srood_lib.baselines.regret import LikelihoodRegret
-from srood_lib.baselines.vae import sample_images, train_vae, vae_blob, vae_from_blob
+from srood_lib.baselines.vae import VAE, sample_images, train_vae
 from srood_lib.config import checkpoint_dir, config_hash
 from srood_lib.data import ImageSet
 from srood_lib.runtime import atomic_torch_save, data_fingerprint, resolve_device
@@ -37,19 +37,18 @@ def model_path(name: str, recipe: dict) -> Path:
     return checkpoint_dir() / "baselines" / f"{name}_{config_hash(recipe)}" / "model.pt"
 
 
-def _cached(name: str, recipe: dict, train: Callable, to_blob: Callable, from_blob: Callable,
-            device: torch.device):
-    """Load the model made by ``recipe`` if stored, else train and store it (atomically)."""
+def _cached(name: str, recipe: dict, train: Callable, cls: type, device: torch.device):
+    """Load the ``cls`` model made by ``recipe`` if stored, else train and store it (atomically)."""
     path = model_path(name, recipe)
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if blob.get("format") == MODEL_FORMAT and blob["recipe_hash"] == config_hash(recipe):
-            return from_blob(blob["model"], device)
+            return module_from_blob(cls, blob["model"], device)
     t0 = time.time()
     model = train()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"format": MODEL_FORMAT, "recipe": recipe, "recipe_hash": config_hash(recipe),
-                       "model": to_blob(model), "train_seconds": round(time.time() - t0, 1),
+                       "model": module_blob(model), "train_seconds": round(time.time() - t0, 1),
                        "device": str(device)}, path)
     return model
 
@@ -69,7 +68,7 @@ def fit_baselines(cfg: dict, train_images: ImageSet, progress: bool = True) -> d
     def vae(name: str, model_seed: int, mutation: float):
         recipe = {**base, "vae": bcfg["vae"], "seed": model_seed, "mutation_rate": mutation}
         return _cached(name, recipe, lambda: train_vae(train, bcfg["vae"], model_seed, device, progress, mutation),
-                       vae_blob, vae_from_blob, device)
+                       VAE, device)
 
     shared = vae("vae_id", seed, 0.0)
     members = [shared] + [vae(f"vae_waic{m}", member_seed(seed, m), 0.0)
@@ -77,7 +76,7 @@ def fit_baselines(cfg: dict, train_images: ImageSet, progress: bool = True) -> d
     mutation = float(bcfg["likelihood_ratio"]["mutation_rate"])
     background = vae("vae_background", background_seed(seed), mutation)
     flow = _cached("glow", {**base, "glow": bcfg["glow"], "seed": seed},
-                   lambda: train_glow(train, bcfg["glow"], seed, device, progress), glow_blob, glow_from_blob, device)
+                   lambda: train_glow(train, bcfg["glow"], seed, device, progress), Glow, device)
     detectors = {
         "Likelihood": VAELikelihood(bcfg, shared),
         "Likelihood Regret": LikelihoodRegret(bcfg, shared),

@@ -101,8 +101,7 @@ class VAE(nn.Module):
         """(B, 3, H, W, 256): log p(value | z) for every sub-pixel and every value 0..255 (each row sums to 1)."""
         if self.decoder_kind == "categorical":
             return F.log_softmax(out, -1)
-        values = torch.arange(256, device=out.device)
-        return torch.stack([logistic_mixture_log_prob(out, v.expand(out.shape[:-1])) for v in values], -1)
+        return logistic_mixture_log_prob(out.unsqueeze(-2), torch.arange(256, device=out.device))
 
 
 def _dcgan_init(m: nn.Module) -> None:
@@ -137,7 +136,8 @@ def categorical_log_px(logits: torch.Tensor, x_u8: torch.Tensor) -> torch.Tensor
 
 
 def logistic_mixture_log_prob(params: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """log P(value) per sub-pixel under a discretised logistic mixture; ``params`` (..., 3M), ``values`` (...).
+    """log P(value) per sub-pixel under a discretised logistic mixture; ``params`` (..., 3M), ``values`` an
+    integer tensor broadcastable with ``params[..., 0]``.
 
     Values 0..255 map to bin centres c = 2v/255 - 1 in [-1, 1]; bin v covers c +- 1/255, and the two end bins
     extend to -inf and +inf, so the 256 probabilities sum to exactly 1. With a = (c + 1/255 - m)/s and
@@ -255,10 +255,9 @@ def train_vae(images: np.ndarray, cfg: dict, seed: int, device: torch.device, pr
     """
     from tqdm.auto import tqdm
 
-    require_keys(cfg, VAE_KEYS, "baselines.vae")
     data = uint8_to_tensor(images)
     torch.manual_seed(seed)  # initial weights are a function of the seed
-    vae = build_vae(cfg, data.shape[-1]).to(device)
+    vae = build_vae(cfg, data.shape[-1]).to(device)  # checks the config's keys first
     opt = torch.optim.Adam(vae.parameters(), lr=float(cfg["lr"]), betas=tuple(map(float, cfg["adam_betas"])),
                            weight_decay=float(cfg["weight_decay"]))
     batch = int(cfg["batch_size"])
@@ -282,17 +281,6 @@ def train_vae(images: np.ndarray, cfg: dict, seed: int, device: torch.device, pr
         if step % 10 == 0 or step == total - 1:
             bar.set_postfix(bpd=f"{bits_per_dim(loss.item(), x[0].numel()):.3f}", rate=f"{rate.item():.1f}")
     return vae.eval().requires_grad_(False)
-
-
-def vae_blob(vae: VAE) -> dict:
-    """What a detector file keeps of a VAE: constructor arguments and CPU weights."""
-    return {"kwargs": dict(vae.init_kwargs), "state": {k: v.cpu() for k, v in vae.state_dict().items()}}
-
-
-def vae_from_blob(blob: dict, device: torch.device) -> VAE:
-    vae = VAE(**blob["kwargs"])
-    vae.load_state_dict(blob["state"])
-    return vae.eval().requires_grad_(False).to(device)
 
 
 def weights_fingerprint(module: nn.Module) -> str:
