@@ -5,7 +5,7 @@
 #   ./run_all.sh --tests              same environment, run the test suite
 #   ./run_all.sh --profile smoke      pick a profile: smoke | quick | paper (configs/<profile>.yaml)
 #   ./run_all.sh --only 00_data       run one notebook (name with or without .ipynb)
-#   ./run_all.sh --set prior.train.kimg=20   override any (nested) config key for this run
+#   ./run_all.sh --set prior.kimg=20  override any (nested) config key for this run
 #   ./run_all.sh -p seed 1            papermill-style override of a top-level key
 #   ./run_all.sh --data-dir DIR       where the raw datasets are (same as SROOD_DATA_DIR=DIR)
 #   ./run_all.sh --download           fetch missing datasets from their official sources (needs internet)

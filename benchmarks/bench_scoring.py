@@ -41,8 +41,8 @@ def untrained_detector(profile: str) -> SROOD:
 @torch.no_grad()
 def bare_forward(det: SROOD, x: torch.Tensor) -> torch.Tensor:
     eroded = parse_erosion(det.erosion_name)(x)
-    repaired = det.net(eroded, mix_from_layer=det.config["mix_from_layer"])
-    return distance(repaired, x, "lpips", net=det.config["lpips_net"])
+    repaired = det.net(eroded, mix_from_layer=det.mix_from_layer)
+    return distance(repaired, x, "lpips", net=det.lpips_net)
 
 
 def main() -> None:

@@ -17,7 +17,12 @@ import yaml
 def _cmd_resolve_config(args: argparse.Namespace) -> int:
     from .config import load_config
 
-    cfg = load_config(args.profile, args.set)
+    try:
+        cfg = load_config(args.profile, args.set)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        # A typo in --set is the user's to fix: one line naming the key and the keys that exist, no traceback.
+        print(f"run_all.sh: bad --set/--profile: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
     text = yaml.safe_dump(cfg, sort_keys=False)
     if args.out:
         out = Path(args.out)
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resolve-config", help="write a profile with overrides applied, as YAML")
     p.add_argument("--profile", required=True, help="smoke | quick | paper, or a path to a YAML file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. prior.train.kimg=20")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. prior.kimg=20")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.set_defaults(func=_cmd_resolve_config)
 

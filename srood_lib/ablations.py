@@ -15,6 +15,7 @@ from srood_lib.config import apply_overrides
 from srood_lib.data import ImageSet
 from srood_lib.detector import SROOD, score_sets
 from srood_lib.erosion import BicubicDownUp, Blackout, parse_erosion
+from srood_lib.perceptual import PAPER_LPIPS_NET
 
 VARIANT_METHODS = pipeline.VARIANT_METHODS
 DISTANCE_LABELS = {"l2": "L2", "l2+lpips": "L2+LPIPS", "lpips": "LPIPS"}
@@ -39,14 +40,14 @@ def distance_table(cfg: dict, det: SROOD, id_set: ImageSet, ood: dict[str, Image
     frames = []
     for distance, net in cfg["ablations"]["table4_distances"]:
         s_id, s_ood = _scores(det, id_set, ood, metric=distance, lpips_net=net)
-        setting = distance_setting(distance, net, cfg["detector"]["lpips_net"])
+        setting = distance_setting(distance, net, PAPER_LPIPS_NET)
         frames.append(pipeline.evaluate(cfg, "IV", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
                                         note=f"T*={det.erosion_name}", setting=setting))
     return pd.concat(frames, ignore_index=True)
 
 
 def table4_settings(cfg: dict) -> tuple[str, ...]:
-    return tuple(distance_setting(d, n, cfg["detector"]["lpips_net"]) for d, n in cfg["ablations"]["table4_distances"])
+    return tuple(distance_setting(d, n, PAPER_LPIPS_NET) for d, n in cfg["ablations"]["table4_distances"])
 
 
 # ---------------------------------------------------------------------------------------------- Table V

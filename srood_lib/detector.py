@@ -3,10 +3,14 @@
 ``S(x) = distance(R(T*(x)), x)`` with R the repair network (styles from layer ``mix_from_layer`` on replaced by
 the latent mean, the paper's test-time style mixing) and distance LPIPS by default. ``predict`` flags ``S > eps``.
 
-How T* and eps are chosen (no test OOD set, no external data): a validation split is held out of the ID training
-images; synthetic outliers are made from it (patch-shuffled, upside down, noisy: ``srood_lib.outliers``); T* is
-the candidate erosion with the highest mean AUROC of ID-validation vs. those outliers; eps accepts
-``id_acceptance`` (95 %) of the ID validation scores under T*.
+How the free settings are chosen (no test OOD set): a validation split is held out of the ID training images;
+outliers are made from it (``srood_lib.outliers``: patch-shuffled, inverted, turned, noisy, ...) plus, optionally,
+real validation-only OOD sets that are never a test column (``detector.validation_ood``). Every combination of
+candidate erosion T, style-mixing layer k (``detector.mix_from_layer``: a list is a set of candidates) and test
+LPIPS backbone (``detector.lpips_net``: likewise) is scored; combinations whose repairs fail the repair-health
+gate (specificity on ID validation < ``min_specificity``, :mod:`srood_lib.health`) are not eligible; the eligible
+one with the highest mean AUROC of ID validation vs. the outliers is chosen. eps then accepts ``id_acceptance``
+(95 %) of all ID validation scores under the chosen setting.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from srood_lib.runtime import atomic_torch_save, resolve_device, seeded_split, t
 from srood_lib.train_prior import load_prior
 from srood_lib.train_repair import train_repair
 
-DETECTOR_FORMAT = "srood-detector-v1"
+DETECTOR_FORMAT = "srood-detector-v2"  # v2: chosen mixing layer, backbone and health gate
 _DEFAULT = object()  # "use the detector's own setting"
 
 
@@ -45,7 +49,13 @@ def detector_config(profile_cfg: dict, variant: str) -> dict:
             "train_erosions": var["train_erosions"], "candidate_erosions": var["candidate_erosions"],
             "mix_from_layer": det["mix_from_layer"], "distance": det["distance"], "lpips_net": det["lpips_net"],
             "id_acceptance": det["id_acceptance"], "n_val": profile_cfg["data"]["n_val"],
-            "synthetic_outliers": det["synthetic_outliers"], "batch_size": profile_cfg["eval"]["batch_size"]}
+            "synthetic_outliers": det["synthetic_outliers"], "selection_images": det["selection_images"],
+            "min_specificity": det["min_specificity"], "batch_size": profile_cfg["eval"]["batch_size"]}
+
+
+def candidates(value) -> list:
+    """A config value that may be one setting or a list of candidates, as a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def split_validation(images: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,35 +76,71 @@ class SROOD:
         self.generator = generator if isinstance(generator, Generator) else load_prior(generator, self.device)
         self.net: RepairNetwork | None = None
         self.erosion_name: str | None = None
+        self.mix_from_layer: int | None = candidates(config["mix_from_layer"])[0]
+        self.lpips_net: str = candidates(config["lpips_net"])[0]
+        self.passes_health: bool | None = None
         self.threshold: float | None = None
         self.selection: pd.DataFrame | None = None
 
     # ------------------------------------------------------------------------------------------- training
-    def fit(self, images: np.ndarray, out_dir: str | os.PathLike, prior_id: str = "",
-            progress: bool = True) -> "SROOD":
-        """Train on ID ``images`` (uint8 (N, H, W, 3)), resuming from ``out_dir``; then choose T* and eps."""
+    def fit(self, images: np.ndarray, out_dir: str | os.PathLike, prior_id: str = "", progress: bool = True,
+            validation_ood: dict[str, np.ndarray] | None = None) -> "SROOD":
+        """Train on ID ``images`` (uint8 (N, H, W, 3)), resuming from ``out_dir``; then choose the settings and eps.
+
+        ``validation_ood``: real OOD image sets used only for the choice (never a test column)."""
         cfg = self.config
         train, val = split_validation(images, cfg["n_val"], cfg["seed"])
         self.net = train_repair(train, self.generator, cfg["train"], cfg["encoder"], cfg["train_erosions"], out_dir,
                                 seed=cfg["seed"], device=self.device, prior_id=prior_id, progress=progress)
-        self.select_erosion(val)
+        self.select_settings(val, validation_ood)
         return self
 
-    def select_erosion(self, val_images: np.ndarray) -> str:
-        """Choose T* among the candidates by mean AUROC of ID validation vs. synthetic outliers; set eps."""
-        outliers = synthetic_outliers(val_images, self.config["synthetic_outliers"], seed=self.config["seed"])
+    def select_settings(self, val_images: np.ndarray, validation_ood: dict[str, np.ndarray] | None = None) -> str:
+        """Choose (T*, k, backbone) on held-out ID vs. outliers, among settings that pass the health gate; set eps.
+
+        Returns T*. ``self.selection`` keeps every candidate's specificity and AUROCs (×100)."""
+        from srood_lib.health import specificity_from_repairs
+
+        cfg = self.config
+        pick = np.asarray(val_images[:cfg["selection_images"]])
+        outliers = synthetic_outliers(pick, cfg["synthetic_outliers"], seed=cfg["seed"])
+        for name, imgs in (validation_ood or {}).items():
+            outliers[f"real:{name}"] = np.asarray(imgs[:len(pick)])
+        nets = candidates(cfg["lpips_net"])
         rows = []
-        for name in self.config["candidate_erosions"]:
-            s_val = self.score(val_images, erosion=name)
-            row = {"erosion": name}
-            for kind, imgs in outliers.items():
-                row[kind] = 100 * auroc(s_val, self.score(imgs, erosion=name))
-            row["mean"] = float(np.mean([row[k] for k in outliers]))
-            rows.append(row)
-        self.selection = pd.DataFrame(rows)
-        self.erosion_name = str(self.selection.loc[self.selection["mean"].idxmax(), "erosion"])
-        self.threshold = threshold_at_id_acceptance(self.score(val_images), self.config["id_acceptance"])
+        for erosion in cfg["candidate_erosions"]:
+            for k in candidates(cfg["mix_from_layer"]):
+                _, rep, x = self.repair(pick[:64], erosion=erosion, mix_from_layer=k)
+                spec = float(np.mean(specificity_from_repairs(rep.float().cpu(), x.cpu())))
+                s_val = self.score_nets(pick, nets, erosion=erosion, mix_from_layer=k)
+                s_out = {kind: self.score_nets(imgs, nets, erosion=erosion, mix_from_layer=k)
+                         for kind, imgs in outliers.items()}
+                for net in nets:
+                    row = {"erosion": erosion, "mix_from_layer": "none" if k is None else k, "lpips_net": net,
+                           "specificity": round(spec, 4), "passes_gate": spec >= cfg["min_specificity"]}
+                    for kind in outliers:
+                        row[kind] = 100 * auroc(s_val[net], s_out[kind][net])
+                    row["mean"] = float(np.mean([row[kind] for kind in outliers]))
+                    rows.append(row)
+        table = pd.DataFrame(rows)
+        eligible = table[table["passes_gate"]]
+        self.passes_health = not eligible.empty
+        # No setting passes: take the most input-specific one and say so (rows from it are diagnostics only).
+        best = (eligible["mean"].idxmax() if self.passes_health
+                else table.sort_values(["specificity", "mean"], ascending=False).index[0])
+        table["chosen"] = table.index == best
+        self.selection = table
+        chosen = table.loc[best]
+        self.erosion_name = str(chosen["erosion"])
+        self.mix_from_layer = None if chosen["mix_from_layer"] == "none" else int(chosen["mix_from_layer"])
+        self.lpips_net = str(chosen["lpips_net"])
+        self.threshold = threshold_at_id_acceptance(self.score(val_images), cfg["id_acceptance"])
         return self.erosion_name
+
+    def settings(self) -> str:
+        """The chosen test-time settings in one line (results notes, figure titles)."""
+        k = "none" if self.mix_from_layer is None else self.mix_from_layer
+        return f"T*={self.erosion_name}, mix_from_layer={k}, lpips={self.lpips_net}"
 
     # ------------------------------------------------------------------------------------------- testing
     def _require_net(self) -> RepairNetwork:
@@ -110,24 +156,30 @@ class SROOD:
         if name is None:
             raise RuntimeError("no T* chosen yet: call fit(...) or pass erosion=...")
         erode = parse_erosion(name)
-        mix = self.config["mix_from_layer"] if mix_from_layer is _DEFAULT else mix_from_layer
+        mix = self.mix_from_layer if mix_from_layer is _DEFAULT else mix_from_layer
         x = to_float_images(uint8_to_tensor(images)).to(self.device)
         gen = torch.Generator().manual_seed(self.config["seed"])  # only random erosions use it
         eroded = erode(x, generator=gen)
         return eroded, net(eroded, mix_from_layer=mix), x
 
     @torch.no_grad()
-    def score(self, images: np.ndarray, erosion=_DEFAULT, mix_from_layer=_DEFAULT, metric: str | None = None,
-              lpips_net: str | None = None) -> np.ndarray:
-        """OOD scores S(x) (higher = more OOD) for uint8 ``images``, in batches."""
+    def score_nets(self, images: np.ndarray, nets: Sequence[str], erosion=_DEFAULT, mix_from_layer=_DEFAULT,
+                   metric: str | None = None) -> dict[str, np.ndarray]:
+        """OOD scores S(x) (higher = more OOD) under several LPIPS backbones from one repair pass, in batches."""
         metric = metric or self.config["distance"]
-        lpips_net = lpips_net or self.config["lpips_net"]
         bs = int(self.config["batch_size"])
-        out = []
+        out: dict[str, list] = {net: [] for net in nets}
         for i in range(0, len(images), bs):
             _, repaired, x = self.repair(images[i:i + bs], erosion=erosion, mix_from_layer=mix_from_layer)
-            out.append(distance(repaired.float(), x, metric, net=lpips_net).cpu())
-        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+            for net in nets:
+                out[net].append(distance(repaired.float(), x, metric, net=net).cpu())
+        return {net: torch.cat(v).numpy().astype(np.float64) if v else np.zeros(0) for net, v in out.items()}
+
+    def score(self, images: np.ndarray, erosion=_DEFAULT, mix_from_layer=_DEFAULT, metric: str | None = None,
+              lpips_net: str | None = None) -> np.ndarray:
+        """OOD scores S(x) (higher = more OOD) for uint8 ``images``; the chosen settings unless given."""
+        net = lpips_net or self.lpips_net
+        return self.score_nets(images, [net], erosion=erosion, mix_from_layer=mix_from_layer, metric=metric)[net]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Algorithm 2's decision: True where S(x) > eps (OOD)."""
@@ -148,7 +200,8 @@ class SROOD:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({"format": DETECTOR_FORMAT, "config": self.config, "erosion": self.erosion_name,
-                           "threshold": self.threshold,
+                           "mix_from_layer": self.mix_from_layer, "lpips_net": self.lpips_net,
+                           "passes_health": self.passes_health, "threshold": self.threshold,
                            "selection": None if self.selection is None else self.selection.to_dict("list"),
                            "G_kwargs": net.generator.init_kwargs, "encoder_kwargs": net.encoder.init_kwargs,
                            "net": {k: v.cpu() for k, v in net.state_dict().items()}}, path)
@@ -174,6 +227,8 @@ class SROOD:
         det.net = net.eval().to(det.device)
         det.generator = det.net.generator
         det.erosion_name, det.threshold = blob["erosion"], blob["threshold"]
+        det.mix_from_layer, det.lpips_net = blob["mix_from_layer"], blob["lpips_net"]
+        det.passes_health = blob["passes_health"]
         det.selection = None if blob["selection"] is None else pd.DataFrame(blob["selection"])
         return det
 

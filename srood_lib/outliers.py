@@ -3,7 +3,14 @@
 Each kind keeps an image's colours and low-level statistics but breaks what the ID images share:
 - ``patch_shuffle``: the image cut into a grid of patches, permuted (local texture kept, layout destroyed);
 - ``vflip``: upside down (every pixel kept; only the semantics of orientation change, as in Table II's VFlip);
-- ``noise``: per-pixel Gaussian noise added (high-frequency corruption).
+- ``noise``: per-pixel Gaussian noise added (high-frequency corruption);
+- ``invert``: the photographic negative (every edge and layout kept; colours and shading no image of the ID set
+  has);
+- ``rot90``: a quarter turn (objects on their side: layout statistics of the ID set broken, content kept);
+- ``patch_shuffle_2``: a 2 x 2 jigsaw (large pieces: each piece looks like ID, the whole does not).
+
+The last three were added when the first three gave AUROC ~45 for every setting of a collapsed detector (issue
+"The repair network must repair"): each is an image that no repair trained on the ID set should reproduce.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-OUTLIER_KINDS = ("patch_shuffle", "vflip", "noise")
+OUTLIER_KINDS = ("patch_shuffle", "vflip", "noise", "invert", "rot90", "patch_shuffle_2")
 
 
 def patch_shuffle(images: np.ndarray, grid: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,6 +59,12 @@ def synthetic_outliers(images: np.ndarray, kinds: Iterable[str], seed: int, grid
             out[kind] = vflip(images)
         elif kind == "noise":
             out[kind] = add_noise(images, noise_sigma, rng)
+        elif kind == "invert":
+            out[kind] = 255 - images
+        elif kind == "rot90":
+            out[kind] = np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2)))
+        elif kind == "patch_shuffle_2":
+            out[kind] = patch_shuffle(images, 2, rng)
         else:
             raise ValueError(f"unknown synthetic outlier {kind!r}; choose from {', '.join(OUTLIER_KINDS)}")
     return out

@@ -28,6 +28,8 @@ METRICS = ("lpips", "l2", "l2+lpips")
 # The paper's loss weights (Sec. IV: lambda_1 = 1 for L2, lambda_2 = 0.8 for LPIPS).
 PAPER_L2_WEIGHT = 1.0
 PAPER_LPIPS_WEIGHT = 0.8
+# The backbone of the paper's "LPIPS" column (Table IV): unstated; pSp, whose loss the paper reuses, uses AlexNet.
+PAPER_LPIPS_NET = "alex"
 # Smallest height/width each backbone's pooling stack accepts (found by trying; smaller raises inside torch).
 MIN_LPIPS_SIZE = {"alex": 31, "vgg": 16}
 

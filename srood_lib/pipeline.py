@@ -98,7 +98,7 @@ def stored_prior(cfg: dict) -> Path | None:
 @dataclass
 class PriorInfo:
     path: Path
-    prior_id: str
+    prior_id: str  # the weights' key: recipe hash and budget (prior_weights_key); keys every encoder on it
     source: str  # "stored checkpoint" | "trained by this run"
     notes: list[str] = field(default_factory=list)
 
@@ -110,14 +110,20 @@ def ensure_prior(cfg: dict, train_images: ImageSet, progress: bool = True) -> Pr
     pid = prior_id(cfg)
     stored = stored_prior(cfg)
     if stored is not None:
-        return PriorInfo(stored, pid, "stored checkpoint")
+        kimg = json.loads(stored.with_suffix(".json").read_text())["kimg"]
+        return PriorInfo(stored, prior_weights_key(pid, kimg), "stored checkpoint")
     recipe = prior_recipe(cfg)["prior"]
     path = train_prior(train_images.images, recipe, prior_run_dir(cfg), seed=cfg["seed"], device=cfg["device"],
                        progress=progress)
     notes = []
     if cfg["prior"].get("checkpoint"):
         notes.append(f"prior.checkpoint {cfg['prior']['checkpoint']} missing or made by another recipe; trained one")
-    return PriorInfo(path, pid, "trained by this run", notes)
+    return PriorInfo(path, prior_weights_key(pid, cfg["prior"]["kimg"]), "trained by this run", notes)
+
+
+def prior_weights_key(pid: str, kimg: float) -> str:
+    """What a prior's weights are: its recipe and the budget it was trained for (``<prior_id>@<kimg>kimg``)."""
+    return f"{pid}@{float(kimg):g}kimg"
 
 
 def budget_priors(cfg: dict, train_images: ImageSet, progress: bool = True) -> dict[float, PriorInfo]:
@@ -144,7 +150,7 @@ def budget_priors(cfg: dict, train_images: ImageSet, progress: bool = True) -> d
                       "snapshot_kimg": [f * kimg for f in partial]}
             train_prior(train_images.images, recipe, run, seed=cfg["seed"], device=cfg["device"], progress=progress)
         for f, path in snapshots.items():
-            priors[f] = PriorInfo(path, f"{full.prior_id}@{f * kimg:g}kimg",
+            priors[f] = PriorInfo(path, prior_weights_key(prior_id(cfg), f * kimg),
                                   f"EMA snapshot at {f * kimg:g} of {kimg:g} kimg (same recipe and seed)")
     if fractions[-1] == 1:
         priors[1.0] = full
@@ -153,23 +159,59 @@ def budget_priors(cfg: dict, train_images: ImageSet, progress: bool = True) -> d
 
 # ------------------------------------------------------------------------------------------------ repair
 
+def repair_recipe(cfg: dict, variant: str, prior_key: str) -> dict:
+    """Exactly what changes a repair network's weights: its training section and encoder, its erosions, the seed,
+    the ID training images (dataset, resolution, subsample, validation hold-out) and the prior's weights. Test-time
+    settings (T* candidates, mixing, backbone, threshold, batch size, device) are not in it."""
+    d, rep = cfg["data"], cfg["repair"]
+    if variant not in rep["variants"]:
+        raise KeyError(f"unknown SR-OOD variant {variant!r}; the profile defines {sorted(rep['variants'])}")
+    from srood_lib.train_repair import weights_recipe
+
+    return {"train": weights_recipe(rep["train"]), "encoder": rep["encoder"],
+            "train_erosions": rep["variants"][variant]["train_erosions"],
+            "seed": cfg["seed"], "data": {"id": d["id"], "resolution": d["resolution"], "n_train": d["n_train"],
+                                          "n_val": d["n_val"]}, "prior": prior_key}
+
+
 def detector_path(cfg: dict, variant: str, prior_key: str | None = None) -> Path:
-    """The run folder of one variant's repair network, keyed by its config and the prior it repairs with
-    (``prior_key``: a ``PriorInfo.prior_id``; default the profile's own prior)."""
-    dcfg = detector_config(cfg, variant)
-    key = config_hash({"detector": dcfg, "prior": prior_key or prior_id(cfg)})
+    """The run folder of one variant's repair network, keyed by ``repair_recipe`` (``prior_key``: a
+    ``PriorInfo.prior_id``; default the profile's own prior at its budget)."""
+    key = config_hash(repair_recipe(cfg, variant, prior_key or prior_weights_key(prior_id(cfg), cfg["prior"]["kimg"])))
     return checkpoint_dir() / "repair" / f"{cfg['data']['id']}_{variant}_{key}"
+
+
+def validation_ood_sets(cfg: dict) -> dict[str, np.ndarray]:
+    """The real OOD sets named by ``detector.validation_ood`` (train split, profile resolution), used only to choose
+    a detector's settings; one that cannot be had is left out (the selection table shows which were used)."""
+    out = {}
+    for name in cfg["detector"]["validation_ood"]:
+        if name == cfg["data"]["id"] or name in cfg["data"]["ood"]:
+            raise ValueError(f"detector.validation_ood names {name!r}, which is the ID set or a test column; "
+                             f"validation outliers must never be a test column")
+        try:
+            out[name] = load_dataset(name, "train", cfg["data"]["resolution"], progress=False).images
+        except DatasetMissingError:
+            continue
+    return out
 
 
 def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet,
                  progress: bool = True) -> SROOD:
-    """Train (or resume, or load when finished) the repair network of one variant and choose its T* and eps."""
+    """Train (or resume, or load when finished) the repair network of one variant, then calibrate it (T*, k,
+    backbone, eps) with the profile's test-time settings; the calibrated detector is cached beside the network,
+    keyed by those settings, so changing them re-calibrates without re-training."""
     run_dir = detector_path(cfg, variant, prior.prior_id)
-    final = run_dir / "detector.pt"
+    dcfg = detector_config(cfg, variant)
+    calibration = {k: v for k, v in dcfg.items() if k not in ("train", "encoder", "train_erosions", "device",
+                                                              "batch_size")}
+    calibration["validation_ood"] = cfg["detector"]["validation_ood"]
+    final = run_dir / f"detector_{config_hash(calibration)}.pt"
     if final.exists():
         return SROOD.load(final, device=None)
-    det = SROOD(detector_config(cfg, variant), prior.path)
-    det.fit(train_images.images, run_dir, prior_id=prior.prior_id, progress=progress)
+    det = SROOD(dcfg, prior.path)
+    det.fit(train_images.images, run_dir, prior_id=prior.prior_id, progress=progress,
+            validation_ood=validation_ood_sets(cfg))
     det.save(final)
     return det
 
@@ -222,12 +264,30 @@ def score_variants(cfg: dict, table: str, detectors: dict[str, SROOD], id_set: I
         s_id = det.score(id_set.images)
         s_ood = {name: det.score(s.images) for name, s in ood.items()}
         raw[variant] = {"id": s_id, **s_ood}
-        note = f"T*={det.erosion_name}, mix_from_layer={det.config['mix_from_layer']}"
+        note = det.settings() + ("" if det.passes_health else "; FAILS the repair-health gate (diagnostic only)")
         frames.append(evaluate(cfg, table, method, s_id, s_ood, id_set, ood, note=note))
         if jpeg:
             s_jpeg = {name: det.score(imgs) for name, imgs in jpeg.items()}
             frames.append(evaluate(cfg, table, method, s_id, s_jpeg, id_set, ood, note=note + "; OOD JPEG q75 4:2:0"))
     return pd.concat(frames, ignore_index=True), raw
+
+
+def lever_rows(cfg: dict, table: str, det: SROOD, train: ImageSet, id_set: ImageSet,
+               ood: dict[str, ImageSet]) -> tuple[pd.DataFrame, dict]:
+    """Rows of the scoring levers BEYOND THE PAPER (``srood_lib.levers``) for one trained detector, each method
+    named "<SR-OOD variant> + <lever> (beyond the paper)"; the faithful row stays the variant's own."""
+    from srood_lib.detector import split_validation
+    from srood_lib.levers import LEVERS, lever_scores
+
+    _, val = split_validation(train.images, cfg["data"]["n_val"], cfg["seed"])
+    sets = {"id": id_set.images, **{name: s.images for name, s in ood.items()}}
+    scores = lever_scores(det, sets, val)
+    frames = []
+    for lever, per_set in scores.items():
+        method = f"{VARIANT_METHODS[det.config['variant']]} + {LEVERS[lever]} (beyond the paper)"
+        s_ood = {name: v for name, v in per_set.items() if name != "id"}
+        frames.append(evaluate(cfg, table, method, per_set["id"], s_ood, id_set, ood, note=det.settings()))
+    return pd.concat(frames, ignore_index=True), scores
 
 
 def beside_paper(results: pd.DataFrame, table: str, metric: str = "auroc") -> pd.DataFrame:
@@ -289,13 +349,13 @@ def prior_losses_csv(prior: PriorInfo) -> Path | None:
 
 
 def selection_table(detectors: dict[str, SROOD]) -> pd.DataFrame:
-    """Each variant's T* selection (AUROC ×100 of held-out ID vs. each synthetic outlier kind) and its choice."""
+    """Each variant's selection: every (T, k, backbone) candidate with its ID-validation specificity, the gate, its
+    AUROC ×100 of held-out ID vs. each outlier kind and their mean; ``chosen`` marks the choice (with eps)."""
     frames = []
     for variant, det in detectors.items():
         sel = det.selection.copy()
         sel.insert(0, "method", VARIANT_METHODS[variant])
-        sel["chosen_T*"] = sel["erosion"] == det.erosion_name
-        sel["threshold_eps"] = np.where(sel["chosen_T*"], det.threshold, np.nan)
+        sel["threshold_eps"] = np.where(sel["chosen"], det.threshold, np.nan)
         frames.append(sel)
     return pd.concat(frames, ignore_index=True).round(4)
 

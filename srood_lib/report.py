@@ -221,3 +221,31 @@ def auroc_curve(frame: pd.DataFrame, x: str, xlabel: str, marked=None, mark_labe
     ax.set_ylabel("AUROC ×100")
     ax.legend(fontsize=7)
     return _finish(fig, title, path)
+
+
+def score_histograms(scores: dict[str, dict[str, np.ndarray]], id_key: str = "id", threshold: dict | None = None,
+                     title: str | None = None, path=None, bins: int = 40):
+    """One panel per (row, OOD set): ID vs. OOD score histograms on shared bins, eps as a dashed line.
+
+    ``scores``: ``{row name: {"id": ..., ood_name: ...}}`` (e.g. one row per SR-OOD variant)."""
+    import matplotlib.pyplot as plt
+
+    names = list(scores)
+    oods = [k for k in scores[names[0]] if k != id_key]
+    fig, axes = plt.subplots(len(names), max(len(oods), 1), figsize=(3.2 * max(len(oods), 1), 2.4 * len(names)),
+                             squeeze=False)
+    for r, name in enumerate(names):
+        s_id = np.asarray(scores[name][id_key])
+        for c, ood in enumerate(oods):
+            ax, s_ood = axes[r, c], np.asarray(scores[name][ood])
+            edges = np.histogram_bin_edges(np.concatenate([s_id, s_ood]), bins=bins)
+            ax.hist(s_id, bins=edges, alpha=0.6, density=True, label="ID test")
+            ax.hist(s_ood, bins=edges, alpha=0.6, density=True, label=ood)
+            if threshold and threshold.get(name) is not None:
+                ax.axvline(threshold[name], color="k", ls="--", lw=1, label="ε")
+            ax.set_title(f"{name} vs {ood}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("density", fontsize=8)
+            ax.legend(fontsize=6)
+    return _finish(fig, title, path)

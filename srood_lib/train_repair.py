@@ -2,7 +2,8 @@
 
 For every image of a batch an erosion T_u is drawn uniformly from the variant's set (identity for SR-OOD_Rec,
 bicubic factors for SR-OOD_SR, black-out rectangles for SR-OOD_Inpaint); the loss is
-``lambda_l2 * L2(R(T_u(x)), x) + lambda_lpips * LPIPS(R(T_u(x)), x)`` (the paper: 1 and 0.8).
+``lambda_l2 * L2(R(T_u(x)), x) + lambda_lpips * LPIPS(R(T_u(x)), x)`` (the paper: 1 and 0.8). A lever beyond the
+paper, off (``lambda_delta: 0``) in the faithful recipe: e4e's delta regularisation of the W+ code.
 
 Determinism and resume follow train_prior: the batch order and every random draw of step ``s`` are functions of
 (seed, s), so a killed run resumed from ``repair.pt`` ends with the same weights as an uninterrupted one.
@@ -30,9 +31,17 @@ LOSSES_NAME = "losses.csv"
 CHECKPOINT_FORMAT = "srood-repair-v1"
 LOSS_COLUMNS = ["step", "kimg", "loss", "l2", "lpips", "seconds"]
 LOG_EVERY = 10
-REQUIRED_KEYS = ["batch_size", "kimg", "lr", "adam_betas", "lambda_l2", "lambda_lpips", "lpips_net",
+REQUIRED_KEYS = ["batch_size", "kimg", "lr", "adam_betas", "lambda_l2", "lambda_lpips", "lambda_delta", "lpips_net",
                  "train_decoder", "decoder_lr", "checkpoint_kimg", "bf16", "channels_last"]
 RESUMABLE_KEYS = ("kimg", "checkpoint_kimg")
+# Levers beyond the paper at their "off" value leave the weights as the paper's loss makes them, so they are not
+# part of a recipe's key: adding a lever never invalidates networks trained without it.
+LEVERS_OFF = {"lambda_delta": 0.0}
+
+
+def weights_recipe(train_cfg: dict) -> dict:
+    """The training section as it bears on the weights: levers at their off value left out."""
+    return {k: v for k, v in train_cfg.items() if not (k in LEVERS_OFF and v == LEVERS_OFF[k])}
 
 
 def check_train_cfg(cfg: dict) -> None:
@@ -53,8 +62,15 @@ def repair_loss(repaired: torch.Tensor, target: torch.Tensor, cfg: dict) -> tupl
     return cfg["lambda_l2"] * l2 + cfg["lambda_lpips"] * lp, l2, lp
 
 
+def delta_penalty(wplus: torch.Tensor) -> torch.Tensor:
+    """e4e's delta regularisation (BEYOND THE PAPER): batch mean of sum_i ||w_i - w_0||_2 over the styles of a W+
+    code, which keeps codes near W (one style for every layer) and so shrinks what an encoder can fit."""
+    return (wplus[:, 1:] - wplus[:, :1]).float().norm(dim=-1).sum(dim=1).mean()
+
+
 def _recipe(train_cfg: dict, encoder_cfg: dict, erosions: list[str], prior_id: str) -> dict:
-    return {"train": {k: v for k, v in train_cfg.items() if k not in RESUMABLE_KEYS}, "encoder": encoder_cfg,
+    train = {k: v for k, v in weights_recipe(train_cfg).items() if k not in RESUMABLE_KEYS}
+    return {"train": train, "encoder": encoder_cfg,
             "erosions": list(erosions), "prior": prior_id}
 
 
@@ -105,8 +121,10 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     # bf16 autocast for the encoder/generator pass: on CUDA with `bf16`, on the CPU only with the optional
     # `bf16_cpu` (about 2x faster where the CPU has AVX512-BF16). The loss is computed in float32.
     use_bf16 = train_cfg["bf16"] if device.type == "cuda" else bool(train_cfg.get("bf16_cpu", False))
-    if device.type == "cuda" and train_cfg["channels_last"]:
-        net = net.to(memory_format=torch.channels_last)
+    # channels_last: on CUDA as usual; on the CPU too, where oneDNN's NHWC convolutions made the whole training
+    # step 1.4x faster (benchmarks/bench_repair_train.py).
+    memory_format = torch.channels_last if train_cfg["channels_last"] else torch.contiguous_format
+    net = net.to(memory_format=memory_format)
 
     def save(at_step: int) -> None:
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "net": net.state_dict(), "opt": opt.state_dict(),
@@ -137,9 +155,12 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
         real = to_float_images(data[order.indices(step)]).to(device)
         gen = torch.Generator().manual_seed(step_seed(seed, step, stream=3))
         eroded, _ = apply_random_erosions(real, erosions, generator=gen)
+        eroded = eroded.contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            repaired = net(eroded)
+            repaired, wplus = net(eroded, return_wplus=True)
         loss, l2, lp = repair_loss(repaired.float(), real, train_cfg)
+        if train_cfg["lambda_delta"]:
+            loss = loss + train_cfg["lambda_delta"] * delta_penalty(wplus)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

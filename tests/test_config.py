@@ -72,3 +72,25 @@ def test_notebook_config_ignores_a_module_named_like_a_section():
 
     cfg = config.notebook_config("smoke", {"ablations": ablations, "seed": 3})
     assert cfg["ablations"] == config.load_config("smoke")["ablations"] and cfg["seed"] == 3
+
+
+def test_a_bad_set_key_is_one_line_with_exit_2(tmp_path, capsys):
+    from srood_lib.__main__ import main
+
+    assert main(["resolve-config", "--profile", "smoke", "--set", "prior.train.kimg=20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prior.train.kimg" in err[0] and "kimg" in err[0].split("keys there:")[1]
+
+
+def test_the_set_example_in_run_all_help_resolves():
+    import re
+
+    from srood_lib.config import PROJECT_ROOT, load_config
+
+    example = re.search(r"--set (\S+=\S+)", (PROJECT_ROOT / "run_all.sh").read_text()).group(1)
+    key, value = example.split("=")
+    cfg = load_config("quick", [example])
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    assert str(node) == value

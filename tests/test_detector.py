@@ -12,8 +12,9 @@ from test_train_repair import CH, ENCODER, train_cfg
 def config(**kw):
     cfg = {"variant": "sr", "seed": 0, "device": "cpu", "encoder": ENCODER, "train": train_cfg(kimg=0.128, lr=3e-3),
            "train_erosions": ["bicubic_x2", "bicubic_x4"], "candidate_erosions": ["bicubic_x2", "bicubic_x4"],
-           "mix_from_layer": 4, "distance": "lpips", "lpips_net": "alex", "id_acceptance": 0.95, "n_val": 16,
-           "synthetic_outliers": ["patch_shuffle", "vflip", "noise"], "batch_size": 16}
+           "mix_from_layer": [None, 4], "distance": "lpips", "lpips_net": ["alex", "vgg"], "id_acceptance": 0.95,
+           "n_val": 16, "synthetic_outliers": ["patch_shuffle", "invert", "noise"], "selection_images": 16,
+           "min_specificity": 0.0, "batch_size": 16}
     cfg.update(kw)
     return cfg
 
@@ -34,7 +35,8 @@ def fitted(tmp_path_factory):
     torch.manual_seed(0)
     G = Generator(32, z_dim=16, w_dim=16, n_mlp=2, channels=CH).eval()
     det = SROOD(config(), G)
-    det.fit(smooth_images(64, 0), tmp_path_factory.mktemp("det"), progress=False)
+    far = np.random.default_rng(9).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    det.fit(smooth_images(64, 0), tmp_path_factory.mktemp("det"), progress=False, validation_ood={"far": far})
     return det
 
 
@@ -48,12 +50,24 @@ def test_split_validation_is_disjoint_and_seeded():
         split_validation(imgs, 20, seed=0)
 
 
-def test_fit_chooses_a_candidate_and_a_threshold(fitted):
-    assert fitted.erosion_name in ("bicubic_x2", "bicubic_x4")
-    assert list(fitted.selection["erosion"]) == ["bicubic_x2", "bicubic_x4"]
-    assert fitted.selection.loc[fitted.selection["mean"].idxmax(), "erosion"] == fitted.erosion_name
+def test_fit_chooses_among_every_candidate_setting_and_sets_a_threshold(fitted):
+    sel = fitted.selection
+    assert len(sel) == 2 * 2 * 2  # erosions x mixing layers x backbones
+    assert set(sel["lpips_net"]) == {"alex", "vgg"} and set(sel["mix_from_layer"]) == {"none", 4}
+    chosen = sel[sel["chosen"]]
+    assert len(chosen) == 1 and chosen["mean"].iloc[0] == sel[sel["passes_gate"]]["mean"].max()
+    assert (fitted.erosion_name, fitted.lpips_net) == (chosen["erosion"].iloc[0], chosen["lpips_net"].iloc[0])
+    assert "real:far" in sel and fitted.passes_health
     val_scores = fitted.score(split_validation(smooth_images(64, 0), 16, 0)[1])
     assert np.mean(val_scores <= fitted.threshold) >= 0.95
+
+
+def test_no_setting_passing_the_gate_is_said(fitted):
+    det = SROOD(config(min_specificity=2.0), fitted.generator)
+    det.net = fitted.net
+    det.select_settings(smooth_images(16, 7))
+    assert det.passes_health is False and det.selection["chosen"].sum() == 1
+    assert det.selection.loc[det.selection["chosen"], "specificity"].iloc[0] == det.selection["specificity"].max()
 
 
 def test_scores_are_deterministic_and_noise_scores_higher(fitted):
@@ -77,6 +91,8 @@ def test_save_load_round_trip_keeps_scores(fitted, tmp_path):
     loaded = SROOD.load(path)
     imgs = smooth_images(8, 4)
     assert loaded.erosion_name == fitted.erosion_name and loaded.threshold == fitted.threshold
+    assert (loaded.mix_from_layer, loaded.lpips_net, loaded.passes_health) == (
+        fitted.mix_from_layer, fitted.lpips_net, fitted.passes_health)
     assert np.allclose(loaded.score(imgs), fitted.score(imgs))
     with pytest.raises(FileNotFoundError, match="no detector"):
         SROOD.load(tmp_path / "missing.pt")

@@ -44,3 +44,12 @@ def test_synthetic_outliers_are_deterministic_in_the_seed():
 def test_unknown_kind_names_the_choices():
     with pytest.raises(ValueError, match="patch_shuffle"):
         outliers.synthetic_outliers(_images(), ["rotate"], seed=0)
+
+
+def test_invert_rot90_and_big_jigsaw_are_what_they_say():
+    imgs = _images(n=2)
+    out = outliers.synthetic_outliers(imgs, ["invert", "rot90", "patch_shuffle_2"], seed=0)
+    assert np.array_equal(out["invert"].astype(int), 255 - imgs.astype(int))
+    # a quarter turn counter-clockwise: the top row becomes the left column, read bottom to top
+    assert np.array_equal(out["rot90"][:, ::-1, 0], imgs[:, 0, :])
+    assert out["patch_shuffle_2"].shape == imgs.shape and out["patch_shuffle_2"].dtype == np.uint8

@@ -60,3 +60,12 @@ def test_repair_figure_saves_png(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="same number"):
         report.repair_figure([("a", imgs), ("b", imgs[:2])])
+
+
+def test_score_histograms_draw_one_panel_per_variant_and_ood_set(tmp_path):
+    rng = np.random.default_rng(0)
+    scores = {v: {"id": rng.random(20), "texture": rng.random(20) + 1, "celeba": rng.random(20)} for v in ("a", "b")}
+    fig = report.score_histograms(scores, threshold={"a": 0.9, "b": None}, path=tmp_path / "h.png")
+    assert len(fig.axes) == 4 and (tmp_path / "h.png").stat().st_size > 0
+    assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)   # eps drawn where it is known
+    assert not fig.axes[2].lines

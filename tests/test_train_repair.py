@@ -14,7 +14,7 @@ ENCODER = dict(stem_channels=8, stage_channels=[8, 16, 16], blocks_per_stage=[1,
 
 
 def train_cfg(**kw):
-    cfg = dict(batch_size=8, kimg=0.048, lr=1e-3, adam_betas=[0.9, 0.999], lambda_l2=1.0, lambda_lpips=0.8,
+    cfg = dict(batch_size=8, kimg=0.048, lr=1e-3, adam_betas=[0.9, 0.999], lambda_l2=1.0, lambda_lpips=0.8, lambda_delta=0.0,
                lpips_net="alex", train_decoder=False, decoder_lr=1e-4, checkpoint_kimg=0.016, bf16=True,
                channels_last=True)
     cfg.update(kw)
@@ -87,3 +87,22 @@ def test_train_decoder_changes_the_generator(images, tmp_path):
     net = train_repair(images, G, train_cfg(train_decoder=True, decoder_lr=1e-2), ENCODER, ["identity"], tmp_path,
                        seed=0, device="cpu", progress=False)
     assert not states_equal(before, net.generator.state_dict())
+
+
+def test_delta_penalty_is_zero_for_a_code_in_w_and_grows_with_the_spread():
+    import torch
+
+    from srood_lib.train_repair import delta_penalty
+
+    w = torch.randn(3, 1, 16).repeat(1, 6, 1)            # one style for every layer: a code in W
+    assert delta_penalty(w).item() == 0.0
+    spread = w.clone()
+    spread[:, 2] += 3.0 / 4.0                            # one style moved by 0.75 in each of 16 dims: norm 3
+    assert abs(delta_penalty(spread).item() - 3.0) < 1e-5
+
+
+def test_a_lever_at_its_off_value_is_not_part_of_the_recipe():
+    from srood_lib.train_repair import weights_recipe
+
+    assert "lambda_delta" not in weights_recipe(train_cfg(lambda_delta=0.0))
+    assert weights_recipe(train_cfg(lambda_delta=0.1))["lambda_delta"] == 0.1

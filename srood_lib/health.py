@@ -1,0 +1,88 @@
+"""Repair health: does the repair network repair *this* input, or output one template for every input?
+
+A detector whose repairs do not depend on their input scores S(x) ~ LPIPS(x, template): a distance-to-a-template
+detector, not sample repairing. Three numbers say which it is:
+
+- ``repair_distance``: mean LPIPS(R(T(x)), x) over a set (how faithful the repairs are);
+- ``specificity`` (on ID images): ``1 - LPIPS(R_i, x_i) / median_j LPIPS(R_i, x_j)`` averaged over i, with j
+  running over the other ID inputs of the sample. 1 = each repair is far closer to its own input than to other
+  inputs; 0 = a repair is as close to any input as to its own (a collapsed network scores ~0);
+- ``ood_id_ratio``: mean OOD repair distance / mean ID repair distance (> 1 is what the method relies on).
+
+``passes`` applies the gate ``specificity >= min_specificity`` (``detector.health.min_specificity`` in the
+profile): rows named SR-OOD_* must come from settings that pass it.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from srood_lib.perceptual import distance
+
+_DEFAULT = object()
+
+
+@torch.no_grad()
+def specificity_from_repairs(repaired: torch.Tensor, originals: torch.Tensor, net: str = "alex") -> np.ndarray:
+    """Per-image specificity (see module doc) of float repairs ``(N, 3, H, W)`` against their inputs, N >= 2."""
+    n = len(originals)
+    if n < 2 or repaired.shape != originals.shape:
+        raise ValueError(f"specificity needs >= 2 repairs and inputs of one shape, got {tuple(repaired.shape)} "
+                         f"and {tuple(originals.shape)}")
+    own = distance(repaired, originals, "lpips", net=net)
+    out = np.empty(n)
+    for i in range(n):
+        others = torch.cat([originals[:i], originals[i + 1:]])
+        to_others = distance(repaired[i:i + 1].expand_as(others), others, "lpips", net=net)
+        out[i] = 1.0 - float(own[i]) / max(float(to_others.median()), 1e-12)
+    return out
+
+
+def repair_health(detector, id_images: np.ndarray, ood_sets: Mapping[str, np.ndarray] | None = None,
+                  n_specificity: int = 64, mix_from_layer=_DEFAULT, erosion=_DEFAULT,
+                  lpips_net: str = "alex") -> dict:
+    """Health of one detector setting: ``repair_distance`` on ID and each OOD set, ID ``specificity`` (on the
+    first ``n_specificity`` ID images) and ``ood_id_ratio`` per OOD set. Distances are LPIPS(``lpips_net``).
+
+    ``detector`` is an :class:`srood_lib.detector.SROOD` (anything with ``repair`` and ``score`` of that shape).
+    """
+    kw = {}
+    if mix_from_layer is not _DEFAULT:
+        kw["mix_from_layer"] = mix_from_layer
+    if erosion is not _DEFAULT:
+        kw["erosion"] = erosion
+    sample = np.asarray(id_images[:n_specificity])
+    _, repaired, x = detector.repair(sample, **kw)
+    spec = specificity_from_repairs(repaired.float().cpu(), x.cpu(), net=lpips_net)
+    dist_id = float(np.mean(detector.score(id_images, metric="lpips", lpips_net=lpips_net, **kw)))
+    out = {"specificity": float(np.mean(spec)), "repair_distance_id": dist_id}
+    for name, imgs in (ood_sets or {}).items():
+        d = float(np.mean(detector.score(imgs, metric="lpips", lpips_net=lpips_net, **kw)))
+        out[f"repair_distance_{name}"] = d
+        out[f"ood_id_ratio_{name}"] = d / max(dist_id, 1e-12)
+    return out
+
+
+def passes(health: Mapping, min_specificity: float) -> bool:
+    """The gate: repairs depend on their input at least this much (specificity on ID test)."""
+    return bool(health["specificity"] >= min_specificity)
+
+
+def health_table(detectors: Mapping[str, object], id_images: np.ndarray, ood_sets: Mapping[str, np.ndarray],
+                 mix_layers, min_specificity: float, id_name: str, method_names: Mapping[str, str],
+                 n_specificity: int = 64, lpips_net: str = "alex") -> pd.DataFrame:
+    """One row per (variant, mixing setting): health numbers, the gate, and ``chosen`` (the detector's own k)."""
+    rows = []
+    for variant, det in detectors.items():
+        for k in mix_layers:
+            h = repair_health(det, id_images, ood_sets, n_specificity=n_specificity, mix_from_layer=k,
+                              lpips_net=lpips_net)
+            rows.append({"id": id_name, "method": method_names.get(variant, variant), "variant": variant,
+                         "erosion": det.erosion_name, "mix_from_layer": "none" if k is None else k,
+                         **{key: round(v, 4) for key, v in h.items()},
+                         "passes_gate": passes(h, min_specificity),
+                         "chosen": k == det.mix_from_layer})
+    return pd.DataFrame(rows)

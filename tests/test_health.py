@@ -1,0 +1,52 @@
+"""Repair health: a network that repairs every input into one template must be flagged; one that repairs each
+input into itself must pass."""
+import numpy as np
+import pytest
+import torch
+
+from srood_lib import health
+
+
+class FakeDetector:
+    """The SROOD interface that health needs: ``repair`` -> (eroded, repaired, x) and ``score``."""
+
+    def __init__(self, repair_fn):
+        self.repair_fn = repair_fn
+        self.erosion_name, self.mix_from_layer = "identity", None
+        self.config = {}
+
+    def repair(self, images, **kw):
+        x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return x, self.repair_fn(x), x
+
+    def score(self, images, metric="lpips", lpips_net="alex", **kw):
+        from srood_lib.perceptual import distance
+        _, rep, x = self.repair(images)
+        return distance(rep, x, metric, net=lpips_net).numpy()
+
+
+def _images(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    out = [np.stack([a * x, b * y, c * (1 - x * y)], -1) for a, b, c in rng.random((n, 3))]
+    return (np.stack(out) * 255).astype(np.uint8)
+
+
+def test_a_collapsed_repair_network_is_flagged():
+    template = torch.zeros(1, 3, 32, 32)                     # the "mean-latent image" for every input
+    det = FakeDetector(lambda x: template.expand_as(x).clone())
+    h = health.repair_health(det, _images(), {"noise": _images(seed=1)[:, ::-1].copy()}, n_specificity=12)
+    assert abs(h["specificity"]) < 0.05
+    assert not health.passes(h, 0.5)
+
+
+def test_a_faithful_repair_network_passes():
+    det = FakeDetector(lambda x: (x + 0.02 * torch.randn_like(x)).clamp(-1, 1))
+    h = health.repair_health(det, _images(), {"far": _images(seed=2)}, n_specificity=12)
+    assert h["specificity"] > 0.5 and health.passes(h, 0.5)
+    assert h["repair_distance_id"] < 0.1 and set(h) >= {"repair_distance_far", "ood_id_ratio_far"}
+
+
+def test_specificity_needs_two_images():
+    with pytest.raises(ValueError, match=">= 2"):
+        health.specificity_from_repairs(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))

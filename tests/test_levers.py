@@ -1,0 +1,36 @@
+"""Levers beyond the paper: each is what its name says, computed from the detector's own scores."""
+import numpy as np
+
+from srood_lib import levers
+
+
+class FakeDetector:
+    """Scores are a fixed function of (image mean, erosion, metric): enough to check the arithmetic."""
+    config = {"candidate_erosions": ["a", "b", "c"]}
+
+    def score(self, images, erosion=None, metric="lpips"):
+        base = images.reshape(len(images), -1).mean(1) / 255.0
+        shift = {"a": 0.0, "b": 1.0, "c": 5.0, None: 0.0}[erosion]
+        return base * (2.0 if metric == "l2" else 1.0) + shift
+
+
+def _images(values):
+    return np.stack([np.full((4, 4, 3), v, np.uint8) for v in values])
+
+
+def test_median_over_erosions_is_the_middle_erosion_here():
+    imgs = _images([0, 51, 255])
+    assert np.allclose(levers.median_over_erosions(FakeDetector(), imgs), imgs[:, 0, 0, 0] / 255.0 + 1.0)
+
+
+def test_zscore_is_zero_mean_on_the_validation_images_and_keeps_the_order():
+    det, val = FakeDetector(), _images([10, 60, 110, 160])
+    z = levers.ZScoredL2LPIPS(det, val)
+    assert abs(z.score(val).mean()) < 1e-9
+    far = z.score(_images([250]))[0]
+    assert far > z.score(val).max()
+
+
+def test_lever_scores_gives_every_lever_for_every_set():
+    out = levers.lever_scores(FakeDetector(), {"id": _images([1, 2]), "ood": _images([200])}, _images([1, 5, 9]))
+    assert set(out) == set(levers.LEVERS) and all(set(v) == {"id", "ood"} for v in out.values())
