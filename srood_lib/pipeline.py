@@ -181,6 +181,11 @@ def detector_path(cfg: dict, variant: str, prior_key: str | None = None) -> Path
     return checkpoint_dir() / "repair" / f"{cfg['data']['id']}_{variant}_{key}"
 
 
+def mix_label(k: int | None) -> str | int:
+    """A mixing layer as the tables spell it: ``"none"`` for no mixing."""
+    return "none" if k is None else k
+
+
 def validation_ood_sets(cfg: dict) -> dict[str, np.ndarray]:
     """The real OOD sets named by ``detector.validation_ood`` (train split, profile resolution), used only to choose
     a detector's settings; one that cannot be had is left out (the selection table shows which were used)."""
