@@ -25,7 +25,7 @@ import torch
 
 from srood_lib.erosion import parse_erosion
 from srood_lib.metrics import auroc, predict_ood, threshold_at_id_acceptance
-from srood_lib.models.psp import PSPEncoder, RepairNetwork
+from srood_lib.models.psp import PSPEncoder, RepairNetwork, mix_label
 from srood_lib.models.stylegan2 import Generator
 from srood_lib.outliers import synthetic_outliers
 from srood_lib.perceptual import distance
@@ -116,7 +116,7 @@ class SROOD:
                 s_out = {kind: self.score_nets(imgs, nets, erosion=erosion, mix_from_layer=k)
                          for kind, imgs in outliers.items()}
                 for net in nets:
-                    row = {"erosion": erosion, "mix_from_layer": "none" if k is None else k, "lpips_net": net,
+                    row = {"erosion": erosion, "mix_from_layer": mix_label(k), "lpips_net": net,
                            "specificity": round(spec, 4), "passes_gate": spec >= cfg["min_specificity"]}
                     for kind in outliers:
                         row[kind] = 100 * auroc(s_val[net], s_out[kind][net])
@@ -139,8 +139,7 @@ class SROOD:
 
     def settings(self) -> str:
         """The chosen test-time settings in one line (results notes, figure titles)."""
-        k = "none" if self.mix_from_layer is None else self.mix_from_layer
-        return f"T*={self.erosion_name}, mix_from_layer={k}, lpips={self.lpips_net}"
+        return f"T*={self.erosion_name}, mix_from_layer={mix_label(self.mix_from_layer)}, lpips={self.lpips_net}"
 
     # ------------------------------------------------------------------------------------------- testing
     def _require_net(self) -> RepairNetwork:
@@ -245,6 +244,6 @@ def mixing_sweep(detector: SROOD, id_images: np.ndarray, ood_sets: dict[str, np.
     for k in layers:
         s_id = detector.score(id_images, mix_from_layer=k)
         for name, imgs in ood_sets.items():
-            rows.append({"mix_from_layer": "none" if k is None else k, "ood": name,
+            rows.append({"mix_from_layer": mix_label(k), "ood": name,
                          "auroc": 100 * auroc(s_id, detector.score(imgs, mix_from_layer=k))})
     return pd.DataFrame(rows)

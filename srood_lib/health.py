@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from srood_lib.models.psp import mix_label
 from srood_lib.perceptual import distance
 
 _DEFAULT = object()
@@ -81,7 +82,7 @@ def health_table(detectors: Mapping[str, object], id_images: np.ndarray, ood_set
             h = repair_health(det, id_images, ood_sets, n_specificity=n_specificity, mix_from_layer=k,
                               lpips_net=lpips_net)
             rows.append({"id": id_name, "method": method_names.get(variant, variant), "variant": variant,
-                         "erosion": det.erosion_name, "mix_from_layer": "none" if k is None else k,
+                         "erosion": det.erosion_name, "mix_from_layer": mix_label(k),
                          **{key: round(v, 4) for key, v in h.items()},
                          "passes_gate": passes(h, min_specificity),
                          "chosen": k == det.mix_from_layer})

@@ -16,6 +16,7 @@ from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash
 from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset
 from srood_lib.detector import SROOD, detector_config
 from srood_lib.metrics import ood_metrics
+from srood_lib.models.psp import mix_label  # noqa: F401 - notebooks call pipeline.mix_label
 from srood_lib.report import git_commit
 
 VARIANT_METHODS = {"rec": "SR-OOD_Rec", "inpaint": "SR-OOD_Inpaint", "sr": "SR-OOD_SR"}
@@ -179,11 +180,6 @@ def detector_path(cfg: dict, variant: str, prior_key: str | None = None) -> Path
     ``PriorInfo.prior_id``; default the profile's own prior at its budget)."""
     key = config_hash(repair_recipe(cfg, variant, prior_key or prior_weights_key(prior_id(cfg), cfg["prior"]["kimg"])))
     return checkpoint_dir() / "repair" / f"{cfg['data']['id']}_{variant}_{key}"
-
-
-def mix_label(k: int | None) -> str | int:
-    """A mixing layer as the tables spell it: ``"none"`` for no mixing."""
-    return "none" if k is None else k
 
 
 def validation_ood_sets(cfg: dict) -> dict[str, np.ndarray]:

@@ -173,6 +173,11 @@ class PSPEncoder(nn.Module):
         return torch.stack([head(levels[self.level_of(k)]) for k, head in enumerate(self.heads)], dim=1)
 
 
+def mix_label(k: int | None) -> str | int:
+    """A mixing layer as tables spell it: ``"none"`` for no mixing."""
+    return "none" if k is None else k
+
+
 def mix_with_mean(wplus: torch.Tensor, w_avg: torch.Tensor, from_layer: int | None) -> torch.Tensor:
     """Style mixing with the latent mean: styles ``>= from_layer`` replaced by ``w_avg`` (None: unchanged)."""
     if from_layer is None:
