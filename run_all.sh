@@ -4,30 +4,34 @@
 #   ./run_all.sh                      create the environment if absent, then run every notebook (profile: quick)
 #   ./run_all.sh --tests              same environment, run the test suite
 #   ./run_all.sh --profile smoke      pick a profile: smoke | quick | paper (configs/<profile>.yaml)
-#   ./run_all.sh --only 00_data       run one notebook (name with or without .ipynb)
+#   ./run_all.sh --id celeba          run one ID set of the profile: cifar10 | celeba | pokemon (configs/id/)
+#   ./run_all.sh --only 03_table      run one notebook (name with or without .ipynb) for each ID set that has it
 #   ./run_all.sh --set prior.kimg=20  override any (nested) config key for this run
 #   ./run_all.sh -p seed 1            papermill-style override of a top-level key
 #   ./run_all.sh --data-dir DIR       where the raw datasets are (same as SROOD_DATA_DIR=DIR)
 #   ./run_all.sh --download           fetch missing datasets from their official sources (needs internet)
 #
-# Results land in results/<profile>/: executed notebooks, their HTML, CSV tables, PNG figures and the resolved
-# config they ran with. A failing notebook stops the run with a non-zero exit naming the notebook and the cell.
+# Results land in results/<profile>/ (00_data, the report) and results/<profile>/<id_set>/ (one folder per ID
+# set: executed notebooks, their HTML, CSV tables, PNG figures and the resolved config they ran with). A failing
+# notebook stops the run with a non-zero exit naming the notebook and the cell.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 profile=quick
 only=""
+id_set=""
 run_tests=0
 sets=()
 params=()
 pytest_args=()
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a name}"; shift 2 ;;
     --only) only="${2:?--only needs a notebook name}"; shift 2 ;;
+    --id) id_set="${2:?--id needs an ID set name}"; shift 2 ;;
     --tests) run_tests=1; shift ;;
     --set) sets+=("${2:?--set needs key=value}"); shift 2 ;;
     -p) params+=("-p" "${2:?-p needs a key}" "${3:?-p needs a value}"); shift 3 ;;
@@ -78,46 +82,72 @@ if [[ $run_tests -eq 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
-# Main job: resolve the profile, check the data it needs, then run the notebooks in order with papermill.
+# Main job: resolve each ID experiment's config and check its data (both fail fast, before any notebook runs),
+# then run the notebooks with papermill: 00_data, each experiment's own notebooks, the report.
 # ---------------------------------------------------------------------------------------------------------------
 out="${SROOD_RESULTS_DIR:-results}/$profile"
 mkdir -p "$out"
-resolved="$out/config.resolved.yaml"
 set_args=()
 for s in "${sets[@]+"${sets[@]}"}"; do set_args+=(--set "$s"); done
-"$py" -m srood_lib resolve-config --profile "$profile" "${set_args[@]+"${set_args[@]}"}" --out "$resolved"
-# Fails fast, with the dataset named and how to provide it, when the profile's data cannot be reached.
-"$py" -m srood_lib check-data --config "$resolved"
-
-notebooks=()
-if [[ -n "$only" ]]; then
-  nb="notebooks/${only%.ipynb}.ipynb"
-  [[ -f "$nb" ]] || { echo "run_all.sh: no notebook $nb (see notebooks/)" >&2; exit 2; }
-  notebooks=("$nb")
+if [[ -n "$id_set" ]]; then
+  experiments=("$id_set")
 else
-  for nb in notebooks/[0-9][0-9]_*.ipynb; do notebooks+=("$nb"); done
+  mapfile -t experiments < <("$py" -m srood_lib experiments --profile "$profile")
 fi
+"$py" -m srood_lib resolve-config --profile "$profile" "${set_args[@]+"${set_args[@]}"}" --out "$out/config.resolved.yaml"
+only="${only%.ipynb}"
+if [[ -n "$only" && ! -f "notebooks/$only.ipynb" ]]; then
+  echo "run_all.sh: no notebook notebooks/$only.ipynb (see notebooks/)" >&2; exit 2
+fi
+wants() { [[ -z "$only" || "$only" == "$1" ]]; }
 
-for nb in "${notebooks[@]}"; do
-  name="$(basename "$nb" .ipynb)"
-  echo "==> [$profile] $name"
-  log="$out/$name.log"
+declare -A plan  # experiment -> the notebooks of it this run executes
+for e in "${experiments[@]}"; do
+  "$py" -m srood_lib resolve-config --profile "$profile" --experiment "$e" "${set_args[@]+"${set_args[@]}"}" \
+        --out "$out/$e/config.resolved.yaml"
+  plan[$e]=""
+  while read -r name; do wants "$name" && plan[$e]+="$name "; done \
+    < <("$py" -m srood_lib notebooks --config "$out/$e/config.resolved.yaml")
+  # Names the dataset and how to provide it when the experiment's ID data cannot be reached.
+  [[ -n "${plan[$e]}" ]] && "$py" -m srood_lib check-data --config "$out/$e/config.resolved.yaml"
+done
+
+run_notebook() {  # run_notebook NAME DEST_DIR RESOLVED_CONFIG [papermill args...]
+  local name="$1" dest="$2" resolved="$3"; shift 3
+  local label="[$profile${dest#"$out"}] $name"
+  echo "==> $label"
+  local log="$dest/$name.log"
   set +e
-  "$py" -m papermill "$nb" "$out/$name.ipynb" -f "$resolved" "${params[@]+"${params[@]}"}" \
+  "$py" -m papermill "notebooks/$name.ipynb" "$dest/$name.ipynb" -f "$resolved" "$@" "${params[@]+"${params[@]}"}" \
         --cwd notebooks --progress-bar 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
+  local rc=${PIPESTATUS[0]}
   set -e
   if [[ $rc -ne 0 ]]; then
+    local cell
     cell="$(grep -o 'Exception encountered at "In \[[0-9]*\]"' "$log" | head -1 | sed 's/.*at //' || true)"
-    echo "run_all.sh: notebook $name failed${cell:+ at cell $cell} (profile $profile); executed copy with the" \
-         "error: $out/$name.ipynb, log: $log" >&2
+    echo "run_all.sh: notebook $name failed${cell:+ at cell $cell} ($label); executed copy with the" \
+         "error: $dest/$name.ipynb, log: $log" >&2
     exit 1
   fi
   rm -f "$log"
   # The report reads as a page: its HTML leaves the code out (the .ipynb keeps it).
-  html_args=()
+  local html_args=()
   [[ "$name" == 99_report ]] && html_args=(--no-input)
-  "$py" -m jupyter nbconvert --to html --log-level WARN "${html_args[@]+"${html_args[@]}"}" "$out/$name.ipynb" \
-        --output-dir "$out" >/dev/null
+  "$py" -m jupyter nbconvert --to html --log-level WARN "${html_args[@]+"${html_args[@]}"}" "$dest/$name.ipynb" \
+        --output-dir "$dest" >/dev/null
+}
+
+wants 00_data && run_notebook 00_data "$out" "$out/config.resolved.yaml"
+ran_any=0
+for e in "${experiments[@]}"; do
+  for name in ${plan[$e]}; do
+    run_notebook "$name" "$out/$e" "$out/$e/config.resolved.yaml" -p id_set "$e"
+    ran_any=1
+  done
 done
+wants 99_report && run_notebook 99_report "$out" "$out/config.resolved.yaml"
+if [[ -n "$only" && "$only" != 00_data && "$only" != 99_report && $ran_any -eq 0 ]]; then
+  echo "run_all.sh: no ID set of this run (${experiments[*]}) has notebook $only (configs/id/*.yaml: notebooks)" >&2
+  exit 2
+fi
 echo "==> done: results in $out/"

@@ -18,10 +18,10 @@ def _cmd_resolve_config(args: argparse.Namespace) -> int:
     from .config import load_config
 
     try:
-        cfg = load_config(args.profile, args.set)
+        cfg = load_config(args.profile, args.set, experiment=args.experiment)
     except (KeyError, ValueError, FileNotFoundError) as err:
         # A typo in --set is the user's to fix: one line naming the key and the keys that exist, no traceback.
-        print(f"run_all.sh: bad --set/--profile: {err.args[0] if err.args else err}", file=sys.stderr)
+        print(f"run_all.sh: bad --set/--profile/--id: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     text = yaml.safe_dump(cfg, sort_keys=False)
     if args.out:
@@ -32,6 +32,27 @@ def _cmd_resolve_config(args: argparse.Namespace) -> int:
         tmp.replace(out)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    """The ID experiments a profile runs, one per line (run_all.sh loops over them)."""
+    from .config import experiment_names
+
+    try:
+        names = experiment_names(args.profile)
+    except FileNotFoundError as err:
+        print(f"run_all.sh: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(names))
+    return 0
+
+
+def _cmd_notebooks(args: argparse.Namespace) -> int:
+    """The notebooks of a resolved experiment config, one per line, in order."""
+    from .config import load_config
+
+    print("\n".join(load_config(args.config)["experiment"]["notebooks"]))
     return 0
 
 
@@ -119,9 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resolve-config", help="write a profile with overrides applied, as YAML")
     p.add_argument("--profile", required=True, help="smoke | quick | paper, or a path to a YAML file")
+    p.add_argument("--experiment", help="the ID set (configs/id/<name>.yaml; default: the profile's first)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. prior.kimg=20")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.set_defaults(func=_cmd_resolve_config)
+
+    p = sub.add_parser("experiments", help="the ID experiments a profile runs, one per line")
+    p.add_argument("--profile", required=True)
+    p.set_defaults(func=_cmd_experiments)
+
+    p = sub.add_parser("notebooks", help="the notebooks of a resolved experiment config, one per line")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_cmd_notebooks)
 
     p = sub.add_parser("check-data", help="make sure the ID dataset of a config is reachable (and cache it)")
     p.add_argument("--config", required=True, help="a resolved config YAML or a profile name")

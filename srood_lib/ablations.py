@@ -1,6 +1,6 @@
 """Ablations of the CIFAR-10 SR-OOD models: Tables IV (test distance) and V (mask offset), the prior-budget curve
 and the reviewers' open questions. Each function reads the profile config and returns a results frame in the
-standard row format (``pipeline.evaluate``) with the ablated setting in the ``setting`` column.
+standard row format (``rows.evaluate``) with the ablated setting in the ``setting`` column.
 
 Test-time ablations reuse the Table I detectors; only the questions that need training (loss, seeds,
 ``train_decoder``) retrain, at the reduced encoder budget ``ablations.retrain.kimg``.
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from srood_lib import pipeline
+from srood_lib.rows import evaluate
 from srood_lib.config import apply_overrides
 from srood_lib.data import ImageSet
 from srood_lib.detector import SROOD, score_sets
@@ -41,7 +42,7 @@ def distance_table(cfg: dict, det: SROOD, id_set: ImageSet, ood: dict[str, Image
     for distance, net in cfg["ablations"]["table4_distances"]:
         s_id, s_ood = _scores(det, id_set, ood, metric=distance, lpips_net=net)
         setting = distance_setting(distance, net, PAPER_LPIPS_NET)
-        frames.append(pipeline.evaluate(cfg, "IV", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
+        frames.append(evaluate(cfg, "IV", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
                                         note=f"T*={det.erosion_name}", setting=setting))
     return pd.concat(frames, ignore_index=True)
 
@@ -75,7 +76,7 @@ def offset_table(cfg: dict, det: SROOD, id_set: ImageSet, ood: dict[str, ImageSe
     for offset in cfg["ablations"]["table5_offsets"]:
         name = offset_erosion(det.erosion_name, offset)
         s_id, s_ood = _scores(det, id_set, ood, erosion=name)
-        frames.append(pipeline.evaluate(cfg, "V", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
+        frames.append(evaluate(cfg, "V", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
                                         note=f"erosion={name}", setting=offset_setting(offset)))
     return pd.concat(frames, ignore_index=True)
 
@@ -99,7 +100,7 @@ def budget_curve(cfg: dict, priors: dict[float, pipeline.PriorInfo], train: Imag
         detectors[fraction] = det
         s_id, s_ood = _scores(det, id_set, ood)
         kimg = fraction * cfg["prior"]["kimg"]
-        rows = pipeline.evaluate(cfg, "prior budget", VARIANT_METHODS[variant], s_id, s_ood, id_set, ood,
+        rows = evaluate(cfg, "prior budget", VARIANT_METHODS[variant], s_id, s_ood, id_set, ood,
                                  note=f"{prior.source}; T*={det.erosion_name}", setting=f"prior_kimg={kimg:g}")
         rows["prior_fraction"], rows["prior_kimg"] = fraction, kimg
         rows["id_score_mean"] = float(np.mean(s_id))
@@ -145,7 +146,7 @@ def retrain_table(cfg: dict, runs: dict[str, SROOD], id_set: ImageSet, ood: dict
     frames = []
     for name, det in runs.items():
         s_id, s_ood = _scores(det, id_set, ood)
-        rows = pipeline.evaluate(cfg, "ablation", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
+        rows = evaluate(cfg, "ablation", VARIANT_METHODS[det.config["variant"]], s_id, s_ood, id_set, ood,
                                  note=f"T*={det.erosion_name}; encoder {cfg['ablations']['retrain']['kimg']} kimg",
                                  setting=name)
         rows["seed"], rows["T*"] = det.config["seed"], det.erosion_name

@@ -31,9 +31,11 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("SROOD_CHECKPOINT_DIR", PROJECT_ROOT / "checkpoints"))
 
 
-def results_dir(profile: str) -> Path:
-    """Where rendered results of a profile go (committed for the CPU profile by run_all.sh)."""
-    return Path(os.environ.get("SROOD_RESULTS_DIR", PROJECT_ROOT / "results")) / profile
+def results_dir(profile: str, experiment: str | None = None) -> Path:
+    """Where rendered results of a profile go (committed for the CPU profile by run_all.sh): the profile's folder
+    (data overview, report) or, given an ID experiment, its subfolder ``results/<profile>/<experiment>/``."""
+    root = Path(os.environ.get("SROOD_RESULTS_DIR", PROJECT_ROOT / "results")) / profile
+    return root / experiment if experiment else root
 
 
 def local_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -92,12 +94,67 @@ def _split_override(text: str) -> tuple[str, Any]:
     return key.strip(), parse_value(value)
 
 
-def load_config(profile: str | os.PathLike, overrides: Iterable[str] | Mapping[str, Any] | None = None) -> dict:
-    """Load ``configs/<profile>.yaml`` and apply overrides."""
-    with open(profile_path(profile)) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{profile_path(profile)} must hold a mapping at the top level")
+METHOD_FILE = "method.yaml"
+EXPERIMENT_DIR = CONFIG_DIR / "id"
+
+
+def _read_yaml(path: Path) -> dict:
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def merge_disjoint(base: Mapping, extra: Mapping, source: str, where: str = "") -> dict:
+    """``base`` with the keys of ``extra`` (read from ``source``) added; a leaf set by both is an error: each key
+    has one source of truth."""
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        path = f"{where}{key}"
+        if key in out and isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge_disjoint(out[key], value, source, path + ".")
+        elif key in out:
+            raise ValueError(f"{path} is set twice ({source} and a layer below it); keep it in one place")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def experiment_names(profile: str | os.PathLike) -> list[str]:
+    """The ID experiments a profile runs, in its order (the first is the default)."""
+    return list(_read_yaml(profile_path(profile)).get("experiments") or {})
+
+
+def load_config(profile: str | os.PathLike, overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                experiment: str | None = None) -> dict:
+    """The config of one ID experiment of a profile, as one plain dict, with overrides applied.
+
+    Layers: ``configs/method.yaml`` (the method's constants), the profile (budgets and sizes) and
+    ``configs/id/<experiment>.yaml`` (the ID set, its table, OOD columns and figures) each add keys no other of
+    the three sets; then the profile's ``experiments.<experiment>`` overrides and ``overrides`` replace values
+    of keys that exist.
+    ``experiment`` defaults to the profile's first. A resolved file (``config.resolved.yaml``, written by
+    ``resolve-config``) is read as it is, with ``overrides`` applied.
+    """
+    path = profile_path(profile)
+    raw = _read_yaml(path)
+    if path.parent.resolve() != CONFIG_DIR.resolve():
+        return apply_overrides(raw, overrides)  # already resolved
+    experiments = raw.pop("experiments", None) or {}
+    cfg = merge_disjoint(_read_yaml(CONFIG_DIR / METHOD_FILE), raw, source=f"configs/{path.name}")
+    if experiments:
+        name = experiment or next(iter(experiments))
+        if name not in experiments:
+            raise KeyError(f"profile {cfg['profile']!r} has no experiment {name!r}; it runs "
+                           f"{', '.join(experiments)} (configs/{path.name}: experiments)")
+        description = _read_yaml(EXPERIMENT_DIR / f"{name}.yaml")
+        cfg = merge_disjoint(cfg, {k: v for k, v in description.items() if k != "experiment"},
+                             source=f"configs/id/{name}.yaml")
+        cfg["experiment"] = {"name": name, **description.get("experiment", {})}
+        cfg = apply_overrides(cfg, experiments[name] or {})
+    elif experiment is not None:
+        raise KeyError(f"{path} lists no experiments, so there is no {experiment!r}")
     return apply_overrides(cfg, overrides)
 
 
@@ -116,14 +173,18 @@ def require_keys(cfg: Mapping, keys: Iterable[str], where: str, section: str | N
 _ABSENT = object()
 
 
-def notebook_config(profile: str, namespace: Mapping[str, Any]) -> dict:
+def notebook_config(profile: str, namespace: Mapping[str, Any], experiment: str | None = None) -> dict:
     """The config a notebook runs with.
 
-    Papermill injects every top-level key of the (resolved) profile YAML into the notebook's namespace; run
-    interactively, nothing is injected. Either way the notebook gets the full profile, with any injected
-    top-level values taking precedence, so its parameters cell only names the profile.
+    Papermill injects every top-level key of the (resolved) config YAML into the notebook's namespace; run
+    interactively, nothing is injected. Either way the notebook gets the full config of the profile's
+    ``experiment`` (default: its first), with any injected top-level values taking precedence, so its parameters
+    cell only names the profile and the ID set.
     """
-    cfg = load_config(profile)
+    injected = namespace.get("experiment")
+    if isinstance(injected, dict) and injected.get("name"):
+        experiment = injected["name"]
+    cfg = load_config(profile, experiment=experiment)
     for key in list(cfg):
         value = namespace.get(key, _ABSENT)
         # Only plain data is an injected value: a module or function of the same name (``from srood_lib import

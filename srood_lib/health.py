@@ -67,6 +67,18 @@ def repair_health(detector, id_images: np.ndarray, ood_sets: Mapping[str, np.nda
     return out
 
 
+def train_test_gap(detector, fit_images: np.ndarray, test_images: np.ndarray, n: int, seed: int,
+                   lpips_net: str = "alex") -> dict:
+    """Does the repair network memorise? Mean repair distance on ``n`` of the images it was trained on vs ``n``
+    ID test images (seeded subsets), and their ratio test / train (~1: it generalises; >> 1: it memorised)."""
+    rng = np.random.default_rng([seed, 11])
+    pick = lambda imgs: imgs[np.sort(rng.permutation(len(imgs))[:min(n, len(imgs))])]  # noqa: E731
+    d_train = float(np.mean(detector.score(pick(fit_images), metric="lpips", lpips_net=lpips_net)))
+    d_test = float(np.mean(detector.score(pick(test_images), metric="lpips", lpips_net=lpips_net)))
+    return {"repair_distance_train": d_train, "repair_distance_test": d_test,
+            "test_train_ratio": d_test / max(d_train, 1e-12)}
+
+
 def passes(health: Mapping, min_specificity: float) -> bool:
     """The gate: repairs depend on their input at least this much (specificity on ID test)."""
     return bool(health["specificity"] >= min_specificity)

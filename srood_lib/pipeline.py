@@ -13,25 +13,16 @@ import numpy as np
 import pandas as pd
 
 from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash
-from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset
+from srood_lib.data import DatasetMissingError, ImageSet, load_dataset, subsample
 from srood_lib.detector import SROOD, detector_config
-from srood_lib.metrics import ood_metrics
 from srood_lib.models.psp import mix_label  # noqa: F401 - notebooks call pipeline.mix_label
 from srood_lib.report import git_commit
+from srood_lib.rows import evaluate, table_of
 
 VARIANT_METHODS = {"rec": "SR-OOD_Rec", "inpaint": "SR-OOD_Inpaint", "sr": "SR-OOD_SR"}
 
 
 # ------------------------------------------------------------------------------------------------ data
-
-def subsample(image_set: ImageSet, n: int | None, seed: int) -> ImageSet:
-    """The first ``n`` images of a seeded permutation (all when ``n`` is None or >= len)."""
-    if n is None or n >= len(image_set):
-        return image_set
-    idx = np.sort(np.random.default_rng([seed, len(image_set)]).permutation(len(image_set))[:n])
-    manifest = {**image_set.manifest, "subsample": {"n": int(n), "seed": int(seed)}}
-    return ImageSet(image_set.images[idx], image_set.labels[idx], manifest, image_set.name, image_set.split)
-
 
 def id_sets(cfg: dict) -> tuple[ImageSet, ImageSet]:
     """(ID train, ID test) as the profile asks: dataset, resolution and subsample sizes."""
@@ -219,37 +210,7 @@ def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageS
 
 # ------------------------------------------------------------------------------------------------ evaluation
 
-def evaluate(cfg: dict, table: str, method: str, scores_id: np.ndarray, scores_ood: dict[str, np.ndarray],
-             id_set: ImageSet, ood: dict[str, ImageSet], note: str = "", setting: str = "") -> pd.DataFrame:
-    """Rows of all metrics (×100) per OOD set, with provenance, in the standard results format.
-
-    ``setting`` names an ablation's setting in the paper's spelling (e.g. ``distance=L2``, ``offset=4``)."""
-    rows = []
-    commit = git_commit()
-    for name, s_ood in scores_ood.items():
-        m = ood_metrics(scores_id, s_ood, n_boot=cfg["eval"]["n_boot"], seed=cfg["seed"])
-        base = {"table": table, "id": cfg["data"]["id"], "ood": name, "method": method, "n_id": m["n_id"],
-                "n_ood": m["n_ood"], "profile": cfg["profile"], "seed": cfg["seed"], "commit": commit,
-                "data_hash": data_hash(id_set, ood[name]), "setting": setting, "note": note}
-        for metric in ("auroc", "aupr_in", "aupr_out", "fpr_at_95tpr"):
-            row = {**base, "metric": metric, "value": round(100 * m[metric], 2)}
-            if metric == "auroc":
-                row.update(ci_low=round(100 * m["auroc_ci_lo"], 2), ci_high=round(100 * m["auroc_ci_hi"], 2))
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def missing_rows(cfg: dict, table: str, methods: list[str], missing: dict[str, str],
-                 settings: tuple[str, ...] = ("",)) -> pd.DataFrame:
-    """AUROC rows with no value for OOD sets that are not present, marked "needs download"."""
-    rows = [{"table": table, "id": cfg["data"]["id"], "ood": name, "method": method, "metric": "auroc",
-             "value": np.nan, "profile": cfg["profile"], "seed": cfg["seed"], "commit": git_commit(),
-             "setting": setting, "note": "needs download"}
-            for name in missing for method in methods for setting in settings]
-    return pd.DataFrame(rows)
-
-
-def score_variants(cfg: dict, table: str, detectors: dict[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
+def score_variants(cfg: dict, detectors: dict[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
                    jpeg_control: bool) -> tuple[pd.DataFrame, dict]:
     """Score ID test and every OOD set with each variant's T*; with ``jpeg_control`` also score the OOD sets after
     the same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy (rows noted "OOD JPEG q75 4:2:0").
@@ -258,7 +219,7 @@ def score_variants(cfg: dict, table: str, detectors: dict[str, SROOD], id_set: I
     """
     from srood_lib.compression import jpeg_roundtrip
 
-    frames, raw = [], {}
+    frames, raw, table = [], {}, table_of(cfg)
     jpeg = {name: jpeg_roundtrip(s.images) for name, s in ood.items()} if jpeg_control else {}
     for variant, det in detectors.items():
         method = VARIANT_METHODS[variant]
@@ -273,7 +234,7 @@ def score_variants(cfg: dict, table: str, detectors: dict[str, SROOD], id_set: I
     return pd.concat(frames, ignore_index=True), raw
 
 
-def lever_rows(cfg: dict, table: str, det: SROOD, train: ImageSet, id_set: ImageSet,
+def lever_rows(cfg: dict, det: SROOD, train: ImageSet, id_set: ImageSet,
                ood: dict[str, ImageSet]) -> tuple[pd.DataFrame, dict]:
     """Rows of the scoring levers BEYOND THE PAPER (``srood_lib.levers``) for one trained detector, each method
     named "<SR-OOD variant> + <lever> (beyond the paper)"; the faithful row stays the variant's own."""
@@ -287,7 +248,7 @@ def lever_rows(cfg: dict, table: str, det: SROOD, train: ImageSet, id_set: Image
     for lever, per_set in scores.items():
         method = f"{VARIANT_METHODS[det.config['variant']]} + {LEVERS[lever]} (beyond the paper)"
         s_ood = {name: v for name, v in per_set.items() if name != "id"}
-        frames.append(evaluate(cfg, table, method, per_set["id"], s_ood, id_set, ood, note=det.settings()))
+        frames.append(evaluate(cfg, table_of(cfg), method, per_set["id"], s_ood, id_set, ood, note=det.settings()))
     return pd.concat(frames, ignore_index=True), scores
 
 

@@ -1,7 +1,8 @@
 """The one-page report (notebook 99): every table of the workbook, ours beside the paper's, each cell labelled.
 
-It reads only what the other notebooks wrote to ``results/<profile>/`` (CSV tables in the standard row format,
-PNG figures), so it can be re-rendered without running anything. A cell is one of:
+It reads only what the other notebooks wrote to ``results/<profile>/`` and its ID folders
+(``results/<profile>/<id_set>/``: CSV tables in the standard row format, PNG figures), so it can be re-rendered
+without running anything. A cell is one of:
 
 - ``ours``: computed by this workbook (the row's profile, seed, commit and data hash say how);
 - ``needs online data``: the OOD set is not present here (``./run_all.sh --download`` fetches it);
@@ -23,16 +24,18 @@ KEY = ["table", "method", "setting", "ood"]
 
 
 def load_results(results_dir: str | Path) -> pd.DataFrame:
-    """All result rows (the standard format: a ``table`` column) of every CSV in ``results_dir``.
+    """All result rows (the standard format: a ``table`` column) of every CSV in ``results_dir`` and its ID
+    folders; ``file`` is the path relative to ``results_dir``.
 
     Rows of the JPEG compression control (noted "JPEG") are left out: they are a control, not a table cell.
     """
     frames = []
-    for path in sorted(Path(results_dir).glob("*.csv")):
+    root = Path(results_dir)
+    for path in sorted(root.glob("*.csv")) + sorted(root.glob("*/*.csv")):
         frame = pd.read_csv(path, dtype={"setting": str, "table": str})
         if not {"table", "method", "ood", "metric", "value"} <= set(frame.columns):
             continue
-        frame["file"] = path.name
+        frame["file"] = path.relative_to(root).as_posix()
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=[*KEY, "metric", "value", "note", "file"])
@@ -42,15 +45,13 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     return rows[~rows["note"].str.contains("JPEG")]
 
 
-def quote_reason(table: str, method: str) -> str:
+def quote_reason(method: str, table_has_ours: bool) -> str:
     """Why a cell shows the paper's number and not ours."""
     if "Tiny-" in method:
-        why = "dataset withdrawn (80 Million Tiny Images)"
-    elif table in ("II", "III"):
-        why = "table not reproduced by the workbook yet"
-    else:
-        why = "not re-run by the workbook"
-    return why
+        return "dataset withdrawn (80 Million Tiny Images)"
+    if not table_has_ours:
+        return "table not reproduced by the workbook yet"
+    return "not re-run by the workbook"
 
 
 def labelled_cells(results: pd.DataFrame, table: str, metric: str = "auroc") -> pd.DataFrame:
@@ -73,7 +74,7 @@ def labelled_cells(results: pd.DataFrame, table: str, metric: str = "auroc") -> 
         else:
             status.append(QUOTED)
             value = "–" if pd.isna(row.paper) else f"{row.paper:.2f}"
-            shown.append(f"quoted: {value} ({quote_reason(table, row.method)})")
+            shown.append(f"quoted: {value} ({quote_reason(row.method, len(ours) > 0)})")
     cells["status"], cells["cell"] = status, shown
     cells["paper"] = cells["paper"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
     return cells.rename(columns={"value": "ours"})
@@ -104,8 +105,10 @@ def provenance(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def figure_links(results_dir: str | Path) -> str:
-    """Markdown links to every PNG figure of the results folder (relative, so they work in the rendered HTML)."""
-    names = sorted(p.name for p in Path(results_dir).glob("*.png"))
+    """Markdown links to every PNG figure of the results folder and its ID folders (relative, so they work in the
+    rendered HTML)."""
+    root = Path(results_dir)
+    names = [p.relative_to(root).as_posix() for p in sorted(root.glob("*.png")) + sorted(root.glob("*/*.png"))]
     return "\n".join(f"- [{name}]({name})" for name in names) or "(no figures yet)"
 
 
@@ -135,3 +138,59 @@ def ablation_views(results_dir: str | Path) -> dict[str, pd.DataFrame]:
         views["Prior training budget (SR-OOD_SR)"] = f.pivot_table(
             index=["prior_kimg", "id_score_mean"], columns="ood", values="value").round(2)
     return views
+
+
+def verdict(cells: pd.DataFrame, health: pd.DataFrame | None = None) -> str:
+    """One line per table: how many of our cells there are, how our SR-OOD rows compare with the paper's (mean
+    difference and the cells within 2 points or above), and, from ``repair_health.csv``, the repair numbers that
+    explain it (ID repair distance and specificity at each chosen setting)."""
+    ours = cells[cells["status"] == OURS].copy()
+    if ours.empty:
+        return "no cells of ours yet"
+    ours["ours_value"] = pd.to_numeric(ours["ours"], errors="coerce")
+    ours["paper_value"] = pd.to_numeric(ours["paper"], errors="coerce")
+    both = ours[ours["method"].str.startswith("SR-OOD_") & ours["paper_value"].notna() & ours["ours_value"].notna()]
+    parts = [f"{len(ours)} cells of ours"]
+    if len(both):
+        diff = both["ours_value"] - both["paper_value"]
+        parts.append(f"SR-OOD vs paper on {len(both)} shared cells: mean {diff.mean():+.1f} points, "
+                     f"{int((diff >= -2).sum())} within 2 points or above, worst {both.loc[diff.idxmin(), 'method']} "
+                     f"on {both.loc[diff.idxmin(), 'ood']} ({diff.min():+.1f})")
+    if health is not None and len(health):
+        chosen = health[health["chosen"]]
+        parts.append("repairs at the chosen settings: " + ", ".join(
+            f"{r.method} ID LPIPS {r.repair_distance_id:.3f}, specificity {r.specificity:.2f}"
+            for r in chosen.itertuples()))
+    return "; ".join(parts)
+
+
+def paper_vs_ours_figure(cells: pd.DataFrame, title: str, path=None):
+    """Grouped bars per (method, OOD set) of our AUROC (with its CI) beside the paper's, for the rows that have
+    both; ``None`` when there are none."""
+    import matplotlib.pyplot as plt
+
+    from srood_lib.report import _finish
+
+    ours = cells[cells["status"] == OURS].copy()
+    ours["o"] = pd.to_numeric(ours["ours"], errors="coerce")
+    ours["p"] = pd.to_numeric(ours["paper"], errors="coerce")
+    ours = ours[ours["o"].notna() & (ours["setting"] == "")]
+    if ours.empty:
+        return None
+    methods = list(dict.fromkeys(ours["method"]))
+    oods = list(dict.fromkeys(ours["ood"]))
+    fig, axes = plt.subplots(1, len(methods), figsize=(max(3.0, 0.9 * len(oods)) * len(methods) * 0.9, 3.2),
+                             squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        m = ours[ours["method"] == method].set_index("ood").reindex(oods)
+        x = np.arange(len(oods))
+        err = np.vstack([m["o"] - m["ci_low"], m["ci_high"] - m["o"]]) if "ci_low" in m else None
+        ax.bar(x - 0.2, m["o"], 0.4, yerr=err, label="ours (95 % CI)", color="tab:blue")
+        ax.bar(x + 0.2, m["p"], 0.4, label="paper", color="tab:gray")
+        ax.set_xticks(x, oods, rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.axhline(50, color="k", lw=0.5, ls=":")
+        ax.set_title(method, fontsize=9)
+    axes[0, 0].set_ylabel("AUROC ×100")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    return _finish(fig, title, path)

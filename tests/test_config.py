@@ -94,3 +94,87 @@ def test_the_set_example_in_run_all_help_resolves():
     for part in key.split("."):
         node = node[part]
     assert str(node) == value
+
+
+# ------------------------------------------------------------------ layering: method + profile + ID set
+
+
+def test_every_experiment_of_every_profile_resolves_with_its_table_and_columns():
+    tables = {}
+    for profile in ("smoke", "quick", "paper"):
+        names = config.experiment_names(profile)
+        assert names[0] == "cifar10" and set(names) == {"cifar10", "celeba", "pokemon"}
+        for name in names:
+            cfg = config.load_config(profile, experiment=name)
+            assert cfg["experiment"]["name"] == name == cfg["data"]["id"]
+            assert name not in cfg["data"]["ood"]
+            assert not set(cfg["detector"]["validation_ood"]) & set(cfg["data"]["ood"])
+            assert set(cfg["experiment"]["figures"]) == set(cfg["repair"]["variants"])
+            tables[name] = cfg["experiment"]["table"]
+    assert tables == {"cifar10": "I", "celeba": "II", "pokemon": "III"}
+
+
+def test_the_default_experiment_is_the_profiles_first():
+    assert config.load_config("quick") == config.load_config("quick", experiment="cifar10")
+
+
+def test_method_constants_are_shared_and_budgets_per_profile():
+    quick, paper = config.load_config("quick"), config.load_config("paper")
+    assert quick["repair"]["train"]["lambda_lpips"] == paper["repair"]["train"]["lambda_lpips"] == 0.8
+    assert quick["repair"]["train"]["kimg"] != paper["repair"]["train"]["kimg"]
+
+
+def test_experiment_overrides_touch_only_their_experiment():
+    cifar, pokemon = (config.load_config("quick", experiment=e) for e in ("cifar10", "pokemon"))
+    assert cifar["prior"]["checkpoint"] and pokemon["prior"]["checkpoint"] is None
+    assert pokemon["prior"]["diffaug"] and not cifar["prior"]["diffaug"]
+    assert pokemon["data"]["n_val"] < 648 and cifar["data"]["n_val"] == 1000
+
+
+def test_a_key_set_in_two_layers_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "id").mkdir()
+    (tmp_path / "method.yaml").write_text("repair: {train: {lambda_lpips: 0.8}}\n")
+    (tmp_path / "p.yaml").write_text("profile: p\nexperiments: {x: {}}\nrepair: {train: {lambda_lpips: 0.5}}\n")
+    (tmp_path / "id" / "x.yaml").write_text("data: {id: x}\n")
+    monkeypatch.setattr(config, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(config, "EXPERIMENT_DIR", tmp_path / "id")
+    with pytest.raises(ValueError, match="repair.train.lambda_lpips is set twice"):
+        config.load_config("p")
+
+
+def test_an_experiment_override_of_an_unknown_key_fails(tmp_path, monkeypatch):
+    (tmp_path / "id").mkdir()
+    (tmp_path / "method.yaml").write_text("seed: 0\n")
+    (tmp_path / "p.yaml").write_text("profile: p\nexperiments: {x: {data.nope: 1}}\ndata: {n: 1}\n")
+    (tmp_path / "id" / "x.yaml").write_text("data: {id: x}\n")
+    monkeypatch.setattr(config, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(config, "EXPERIMENT_DIR", tmp_path / "id")
+    with pytest.raises(KeyError, match="data.nope"):
+        config.load_config("p")
+
+
+def test_unknown_experiment_names_the_ones_the_profile_runs():
+    with pytest.raises(KeyError, match="cifar10, celeba, pokemon"):
+        config.load_config("smoke", experiment="mnist")
+
+
+def test_a_resolved_file_is_read_as_it_is(tmp_path):
+    from srood_lib.__main__ import main
+
+    out = tmp_path / "celeba.yaml"
+    assert main(["resolve-config", "--profile", "smoke", "--experiment", "celeba", "--set", "seed=4",
+                 "--out", str(out)]) == 0
+    cfg = config.load_config(out)
+    assert cfg == config.load_config("smoke", ["seed=4"], experiment="celeba")
+    assert config.load_config(out, ["seed=5"])["seed"] == 5
+
+
+def test_notebook_config_follows_the_injected_experiment():
+    celeba = config.load_config("smoke", experiment="celeba")
+    cfg = config.notebook_config("smoke", {"experiment": celeba["experiment"], "data": celeba["data"]})
+    assert cfg["experiment"]["name"] == "celeba" and cfg["experiment"]["table"] == "II"
+    assert config.notebook_config("smoke", {}, experiment="pokemon")["data"]["id"] == "pokemon"
+
+
+def test_results_of_an_experiment_go_to_its_own_folder():
+    assert config.results_dir("quick", "celeba") == config.results_dir("quick") / "celeba"

@@ -50,3 +50,24 @@ def test_a_faithful_repair_network_passes():
 def test_specificity_needs_two_images():
     with pytest.raises(ValueError, match=">= 2"):
         health.specificity_from_repairs(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
+
+
+class _MemorisingDetector:
+    """Repairs its training images perfectly (score 0) and everything else badly (score 1)."""
+
+    def __init__(self, seen):
+        self.seen = {x.tobytes() for x in seen}
+
+    def score(self, images, metric=None, lpips_net=None):
+        return np.array([0.01 if x.tobytes() in self.seen else 1.0 for x in images])
+
+
+def test_train_test_gap_flags_a_memorising_network():
+    rng = np.random.default_rng(0)
+    fit = rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    test = rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    gap = health.train_test_gap(_MemorisingDetector(fit), fit, test, n=5, seed=0)
+    assert gap["repair_distance_train"] == 0.01 and gap["repair_distance_test"] == 1.0
+    assert gap["test_train_ratio"] == 100.0
+    even = health.train_test_gap(_MemorisingDetector(np.concatenate([fit, test])), fit, test, n=5, seed=0)
+    assert even["test_train_ratio"] == 1.0

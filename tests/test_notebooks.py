@@ -82,3 +82,19 @@ def test_00_data_runs_under_papermill_with_the_smoke_profile(workbook_env, tmp_p
     text = json.dumps(nb["cells"])
     assert "svhn" in text and "missing" in text  # the table of absent datasets says why
     assert not any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_run_all_names_the_id_sets_of_the_profile_for_an_unknown_id(workbook_env):
+    proc = run_all(["--profile", "smoke", "--id", "mnist"], workbook_env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cifar10, celeba, pokemon" in proc.stderr
+
+
+def test_run_all_checks_the_data_of_the_id_set_it_runs(workbook_env, tmp_path):
+    data = tmp_path / "local"
+    data.mkdir()
+    _write_tiny_cifar_zip(data / "cifar10.zip")  # no CelebA here
+    env = {**workbook_env, "SROOD_DATA_DIR": str(data)}
+    proc = run_all(["--profile", "smoke", "--id", "celeba", "--only", "03_table"], env)
+    assert proc.returncode == 2 and "celeba" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "results" / "smoke" / "celeba" / "config.resolved.yaml").exists()

@@ -16,7 +16,8 @@ def write_results(folder):
         {"table": "I", "id": "cifar10", "ood": "svhn", "method": "SR-OOD_SR", "metric": "auroc", "value": np.nan,
          "profile": "quick", "seed": 0, "commit": "abc", "setting": "", "note": "needs download"},
     ])
-    rows.to_csv(folder / "table1.csv", index=False)
+    (folder / "cifar10").mkdir()
+    rows.to_csv(folder / "cifar10" / "table.csv", index=False)
     pd.DataFrame({"x": [1]}).to_csv(folder / "not_results.csv", index=False)  # no table column: ignored
     (folder / "fig3_sr.png").write_bytes(b"png")
 
@@ -57,5 +58,5 @@ def test_side_by_side_provenance_and_links(tmp_path):
     assert table.loc[("SR-OOD_SR", ""), "texture"] == "81.50 [80.00, 83.00] | paper: 92.69"
     assert table.loc[("SR-OOD_SR", ""), "svhn"] == "needs online data | paper: 94.59"
     prov = summary.provenance(results).set_index("file")
-    assert prov.loc["table1.csv", "commit"] == "abc" and prov.loc["table1.csv", "data_hash"] == "h1"
+    assert prov.loc["cifar10/table.csv", "commit"] == "abc" and prov.loc["cifar10/table.csv", "data_hash"] == "h1"
     assert summary.figure_links(tmp_path) == "- [fig3_sr.png](fig3_sr.png)"

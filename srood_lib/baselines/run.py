@@ -1,7 +1,7 @@
-"""The likelihood-family baselines of Table I as pipeline steps: train (or load) the models, score, evaluate.
+"""The likelihood-family baselines as pipeline steps: train (or load) the models, score, evaluate.
 
 Reads only ``cfg["baselines"]``, ``cfg["seed"]``, ``cfg["device"]`` (and ``cfg["data"]``/``cfg["eval"]``
-through ``pipeline.evaluate``). Each trained model is stored under
+through ``rows.evaluate``). Each trained model is stored under
 ``checkpoint_dir()/baselines/<name>_<hash of its recipe>/model.pt`` (recipe = its config section, seed, the
 held-out split and a fingerprint of the training images), so a re-run loads instead of retraining.
 
@@ -25,7 +25,8 @@ from srood_lib.baselines.likelihood import (WAIC, DoSE_KDE, DoSE_SVM, Likelihood
 from srood_lib.baselines.regret import LikelihoodRegret
 from srood_lib.baselines.vae import VAE, sample_images, train_vae
 from srood_lib.config import checkpoint_dir, config_hash
-from srood_lib.data import ImageSet
+from srood_lib.data import ImageSet, subsample
+from srood_lib.rows import evaluate, table_of
 from srood_lib.runtime import atomic_torch_save, data_fingerprint, resolve_device
 
 METHODS = ["Likelihood", "Likelihood Regret", "WAIC", "Typicality Test", "Likelihood Ratio", "DoSE_KDE",
@@ -118,11 +119,9 @@ def method_note(cfg: dict, method: str) -> str:
 
 def score_baselines(cfg: dict, detectors: dict, id_set: ImageSet, ood: dict[str, ImageSet], progress: bool = True,
                     raw: dict | None = None) -> pd.DataFrame:
-    """Table I rows (``pipeline.evaluate``) of every detector in ``detectors`` on the ID test set and each OOD
+    """Rows of the experiment's table (``rows.evaluate``) of every detector in ``detectors`` on the ID test set and each OOD
     set. Likelihood Regret scores a seeded subset of ``baselines.regret.n_images`` images per set. ``raw``, if
     given, receives the scores ``{method: {"id": ..., ood_name: ...}}``."""
-    from srood_lib.pipeline import evaluate, subsample
-
     frames = []
     for method in [m for m in METHODS if m in detectors]:
         det = detectors[method]
@@ -138,7 +137,7 @@ def score_baselines(cfg: dict, detectors: dict, id_set: ImageSet, ood: dict[str,
             note += f"; {det.seconds_per_image:.2f} s/image"
         if raw is not None:
             raw[method] = {"id": s_id, **s_ood}
-        frames.append(evaluate(cfg, "I", method, s_id, s_ood, ids, oods, note=note))
+        frames.append(evaluate(cfg, table_of(cfg), method, s_id, s_ood, ids, oods, note=note))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

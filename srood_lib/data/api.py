@@ -222,6 +222,16 @@ def _status_row(spec: DatasetSpec, split: str, resolution: int, data_dir) -> dic
                              f"(fix: set SROOD_DATA_DIR, or ./run_all.sh --download / load_dataset(..., download=True) online)"}
 
 
+def subsample(image_set: ImageSet, n: int | None, seed: int) -> ImageSet:
+    """The first ``n`` images of a seeded permutation (all when ``n`` is None or >= len); the manifest records
+    the subset, so ``data_hash`` tells subsets apart."""
+    if n is None or n >= len(image_set):
+        return image_set
+    idx = np.sort(np.random.default_rng([seed, len(image_set)]).permutation(len(image_set))[:n])
+    manifest = {**image_set.manifest, "subsample": {"n": int(n), "seed": int(seed)}}
+    return ImageSet(image_set.images[idx], image_set.labels[idx], manifest, image_set.name, image_set.split)
+
+
 def data_hash(*image_sets) -> str:
     """A short hash of the given sets' manifests (name, split, resolution, sha256), in order, for results rows.
 

@@ -1,0 +1,139 @@
+"""One in-distribution experiment of a profile, as a notebook uses it: ``Experiment.for_notebook(profile, id_set,
+globals())`` replaces the preamble every notebook used to repeat.
+
+It holds the resolved config (``configs/method.yaml`` + the profile + ``configs/id/<id_set>.yaml``), and gives,
+each computed once and only when asked for: the ID train/test sets, the OOD test sets present (and why the others
+are missing), the prior, the calibrated detector of each SR-OOD variant, the results folder
+``results/<profile>/<id_set>/`` and the standard result rows of the experiment's table.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from srood_lib import pipeline, report
+from srood_lib.config import load_config, notebook_config, results_dir
+from srood_lib.data import ImageSet
+from srood_lib.detector import SROOD
+from srood_lib.rows import missing_rows
+
+
+class Experiment:
+    def __init__(self, cfg: dict, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        self._detectors: dict[str, SROOD] = {}
+
+    @classmethod
+    def load(cls, profile: str, id_set: str | None = None, overrides=None, progress: bool = True) -> "Experiment":
+        return cls(load_config(profile, overrides, experiment=id_set), progress)
+
+    @classmethod
+    def for_notebook(cls, profile: str, id_set: str | None, namespace: Mapping[str, Any]) -> "Experiment":
+        """The experiment a notebook runs: the injected resolved config under papermill, else the profile's."""
+        return cls(notebook_config(profile, namespace, experiment=id_set))
+
+    # ------------------------------------------------------------------ what the experiment is
+    @property
+    def name(self) -> str:
+        return self.cfg["experiment"]["name"]
+
+    @property
+    def table(self) -> str:
+        """The paper's table this experiment reproduces ("I", "II", "III")."""
+        return self.cfg["experiment"]["table"]
+
+    @property
+    def title(self) -> str:
+        return f"Table {self.table}: {self.cfg['experiment']['title']}"
+
+    @cached_property
+    def out(self) -> Path:
+        """``results/<profile>/<id_set>/``, created on first use."""
+        path = results_dir(self.cfg["profile"], self.name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def figure_path(self, variant: str) -> Path:
+        """Where a variant's repair grid goes (the paper's figure number where it has one)."""
+        return self.out / f"{self.cfg['experiment']['figures'][variant]}.png"
+
+    # ------------------------------------------------------------------ data
+    @cached_property
+    def _id_sets(self) -> tuple[ImageSet, ImageSet]:
+        return pipeline.id_sets(self.cfg)
+
+    @property
+    def train(self) -> ImageSet:
+        return self._id_sets[0]
+
+    @property
+    def test(self) -> ImageSet:
+        return self._id_sets[1]
+
+    @cached_property
+    def _ood_sets(self) -> tuple[dict[str, ImageSet], dict[str, str]]:
+        return pipeline.ood_sets(self.cfg)
+
+    @property
+    def ood(self) -> dict[str, ImageSet]:
+        """The OOD test sets of the table that are present."""
+        return self._ood_sets[0]
+
+    @property
+    def missing(self) -> dict[str, str]:
+        """The table's OOD sets that are not present, with the data layer's reason."""
+        return self._ood_sets[1]
+
+    def describe_ood(self) -> str:
+        return (f"{self.title} | OOD sets scored: {', '.join(self.ood) or 'none'} | needs download: "
+                f"{', '.join(self.missing) or 'none'}")
+
+    # ------------------------------------------------------------------ models
+    @cached_property
+    def prior(self) -> pipeline.PriorInfo:
+        return pipeline.ensure_prior(self.cfg, self.train, progress=self.progress)
+
+    def detector(self, variant: str) -> SROOD:
+        """The calibrated detector of one variant (trained, resumed or loaded: ``pipeline.fit_detector``)."""
+        if variant not in self._detectors:
+            self._detectors[variant] = pipeline.fit_detector(self.cfg, variant, self.prior, self.train,
+                                                             progress=self.progress)
+        return self._detectors[variant]
+
+    @property
+    def detectors(self) -> dict[str, SROOD]:
+        """Every variant of the profile, in its order."""
+        return {v: self.detector(v) for v in self.cfg["repair"]["variants"]}
+
+    # ------------------------------------------------------------------ rows
+    def srood_rows(self) -> tuple[pd.DataFrame, dict]:
+        """The SR-OOD rows of the experiment's table (with the JPEG control rows when the profile asks) and the
+        "needs download" rows of the absent OOD sets; plus the raw scores ``{variant: {"id": ..., ood: ...}}``."""
+        rows, scores = pipeline.score_variants(self.cfg, self.detectors, self.test, self.ood,
+                                               self.cfg["eval"]["jpeg_control"])
+        absent = missing_rows(self.cfg, self.table, [pipeline.VARIANT_METHODS[v] for v in self.detectors],
+                              self.missing)
+        return pd.concat([rows, absent], ignore_index=True), scores
+
+    def train_test_table(self, n: int) -> pd.DataFrame:
+        """Per variant: mean repair distance (LPIPS-alex, chosen setting) on ``n`` of the images its encoder was
+        trained on vs. ``n`` ID test images (``health.train_test_gap``): does the encoder memorise?"""
+        from srood_lib.detector import split_validation
+        from srood_lib.health import train_test_gap
+
+        fit_images, _ = split_validation(self.train.images, self.cfg["data"]["n_val"], self.cfg["seed"])
+        rows = [{"method": pipeline.VARIANT_METHODS[v], "n_images": min(n, len(self.test)),
+                 **{k: round(x, 4) for k, x in train_test_gap(det, fit_images, self.test.images, n,
+                                                              self.cfg["seed"]).items()}}
+                for v, det in self.detectors.items()]
+        return pd.DataFrame(rows)
+
+    def write_csv(self, frame: pd.DataFrame, name: str) -> Path:
+        """Write ``frame`` atomically to the experiment's results folder."""
+        path = self.out / name
+        report.write_csv_atomic(frame, path)
+        return path
