@@ -174,7 +174,7 @@ def paper_vs_ours_figure(cells: pd.DataFrame, title: str, path=None):
     ours = cells[cells["status"] == OURS].copy()
     ours["o"] = pd.to_numeric(ours["ours"], errors="coerce")
     ours["p"] = pd.to_numeric(ours["paper"], errors="coerce")
-    ours = ours[ours["o"].notna() & (ours["setting"] == "")]
+    ours = ours[ours["o"].notna() & (ours["setting"] == "")].drop_duplicates(["method", "ood"])
     if ours.empty:
         return None
     methods = list(dict.fromkeys(ours["method"]))

@@ -60,3 +60,22 @@ def test_side_by_side_provenance_and_links(tmp_path):
     prov = summary.provenance(results).set_index("file")
     assert prov.loc["cifar10/table.csv", "commit"] == "abc" and prov.loc["cifar10/table.csv", "data_hash"] == "h1"
     assert summary.figure_links(tmp_path) == "- [fig3_sr.png](fig3_sr.png)"
+
+
+def test_verdict_compares_our_srood_cells_with_the_papers_and_names_the_worst(tmp_path):
+    write_results(tmp_path)
+    cells = summary.labelled_cells(summary.load_results(tmp_path), "I")
+    health = pd.DataFrame([{"method": "SR-OOD_SR", "chosen": True, "repair_distance_id": 0.05, "specificity": 0.7},
+                           {"method": "SR-OOD_SR", "chosen": False, "repair_distance_id": 0.2, "specificity": 0.1}])
+    line = summary.verdict(cells, health)
+    assert "1 cells of ours" in line and "mean -11.2 points" in line and "0 within 2 points" in line
+    assert "worst SR-OOD_SR on texture (-11.2)" in line and "specificity 0.70" in line and "0.10" not in line
+    assert summary.verdict(summary.labelled_cells(summary.load_results(tmp_path), "II")) == "no cells of ours yet"
+
+
+def test_paper_vs_ours_figure_is_written_only_when_there_is_something_to_draw(tmp_path):
+    write_results(tmp_path)
+    results = summary.load_results(tmp_path)
+    assert summary.paper_vs_ours_figure(summary.labelled_cells(results, "I"), "I", tmp_path / "f.png") is not None
+    assert (tmp_path / "f.png").exists()
+    assert summary.paper_vs_ours_figure(summary.labelled_cells(results, "II"), "II", tmp_path / "g.png") is None
