@@ -25,7 +25,7 @@ sets=()
 params=()
 pytest_args=()
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -85,31 +85,44 @@ fi
 # Main job: resolve each ID experiment's config and check its data (both fail fast, before any notebook runs),
 # then run the notebooks with papermill: 00_data, each experiment's own notebooks, the report.
 # ---------------------------------------------------------------------------------------------------------------
-out="${SROOD_RESULTS_DIR:-results}/$profile"
+# Absolute, so the notebooks (run with cwd notebooks/) write where this script reads.
+mkdir -p "${SROOD_RESULTS_DIR:-results}"
+SROOD_RESULTS_DIR="$(cd "${SROOD_RESULTS_DIR:-results}" && pwd)"
+export SROOD_RESULTS_DIR
+out="$SROOD_RESULTS_DIR/$profile"
 mkdir -p "$out"
 set_args=()
 for s in "${sets[@]+"${sets[@]}"}"; do set_args+=(--set "$s"); done
 if [[ -n "$id_set" ]]; then
   experiments=("$id_set")
 else
-  mapfile -t experiments < <("$py" -m srood_lib experiments --profile "$profile")
+  listed="$("$py" -m srood_lib experiments --profile "$profile")"
+  read -r -a experiments <<< "$(echo $listed)"
 fi
-"$py" -m srood_lib resolve-config --profile "$profile" "${set_args[@]+"${set_args[@]}"}" --out "$out/config.resolved.yaml"
+if [[ ${#experiments[@]} -eq 0 ]]; then
+  echo "run_all.sh: profile $profile lists no ID sets (its experiments section); nothing to run" >&2; exit 2
+fi
+
 only="${only%.ipynb}"
 if [[ -n "$only" && ! -f "notebooks/$only.ipynb" ]]; then
   echo "run_all.sh: no notebook notebooks/$only.ipynb (see notebooks/)" >&2; exit 2
 fi
 wants() { [[ -z "$only" || "$only" == "$1" ]]; }
 
-declare -A plan  # experiment -> the notebooks of it this run executes
+# 00_data and the report run once, with the config of the first ID set of this run.
+"$py" -m srood_lib resolve-config --profile "$profile" --experiment "${experiments[0]}" \
+      "${set_args[@]+"${set_args[@]}"}" --out "$out/config.resolved.yaml"
+if wants 00_data; then "$py" -m srood_lib check-data --config "$out/config.resolved.yaml"; fi
+plans=()  # plans[i]: the notebooks of experiments[i] this run executes
 for e in "${experiments[@]}"; do
   "$py" -m srood_lib resolve-config --profile "$profile" --experiment "$e" "${set_args[@]+"${set_args[@]}"}" \
         --out "$out/$e/config.resolved.yaml"
-  plan[$e]=""
-  while read -r name; do wants "$name" && plan[$e]+="$name "; done \
-    < <("$py" -m srood_lib notebooks --config "$out/$e/config.resolved.yaml")
+  names="$("$py" -m srood_lib notebooks --config "$out/$e/config.resolved.yaml")"
+  plan=""
+  for name in $names; do if wants "$name"; then plan+="$name "; fi; done
+  plans+=("$plan")
   # Names the dataset and how to provide it when the experiment's ID data cannot be reached.
-  [[ -n "${plan[$e]}" ]] && "$py" -m srood_lib check-data --config "$out/$e/config.resolved.yaml"
+  if [[ -n "$plan" ]]; then "$py" -m srood_lib check-data --config "$out/$e/config.resolved.yaml"; fi
 done
 
 run_notebook() {  # run_notebook NAME DEST_DIR RESOLVED_CONFIG [papermill args...]
@@ -139,8 +152,9 @@ run_notebook() {  # run_notebook NAME DEST_DIR RESOLVED_CONFIG [papermill args..
 
 wants 00_data && run_notebook 00_data "$out" "$out/config.resolved.yaml"
 ran_any=0
-for e in "${experiments[@]}"; do
-  for name in ${plan[$e]}; do
+for i in "${!experiments[@]}"; do
+  e="${experiments[$i]}"
+  for name in ${plans[$i]}; do
     run_notebook "$name" "$out/$e" "$out/$e/config.resolved.yaml" -p id_set "$e"
     ran_any=1
   done

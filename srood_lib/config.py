@@ -1,7 +1,9 @@
-"""Profile configs: loading, command-line style overrides, hashing, and the project's standard paths.
+"""Configs: loading (method constants + a profile + an ID experiment), command-line style overrides, hashing, and
+the project's standard paths.
 
-A profile (``configs/<profile>.yaml``) is plain data and the only place where budgets, resolutions, erosion
-sets, model widths and seeds are set. Everything else reads it; nothing re-declares its defaults.
+``configs/method.yaml``, ``configs/<profile>.yaml`` and ``configs/id/<id_set>.yaml`` are plain data and the only
+places where budgets, resolutions, erosion sets, model widths and seeds are set, each key in exactly one of them.
+Everything else reads the resolved config; nothing re-declares its defaults.
 """
 from __future__ import annotations
 
@@ -139,8 +141,11 @@ def load_config(profile: str | os.PathLike, overrides: Iterable[str] | Mapping[s
     """
     path = profile_path(profile)
     raw = _read_yaml(path)
-    if path.parent.resolve() != CONFIG_DIR.resolve():
-        return apply_overrides(raw, overrides)  # already resolved
+    if path.parent.resolve() != CONFIG_DIR.resolve():  # already resolved
+        if experiment is not None and raw.get("experiment", {}).get("name") != experiment:
+            raise ValueError(f"{path} is the resolved config of {raw.get('experiment', {}).get('name')!r}, "
+                             f"not of {experiment!r}")
+        return apply_overrides(raw, overrides)
     experiments = raw.pop("experiments", None) or {}
     cfg = merge_disjoint(_read_yaml(CONFIG_DIR / METHOD_FILE), raw, source=f"configs/{path.name}")
     if experiments:
@@ -183,6 +188,9 @@ def notebook_config(profile: str, namespace: Mapping[str, Any], experiment: str 
     """
     injected = namespace.get("experiment")
     if isinstance(injected, dict) and injected.get("name"):
+        if experiment is not None and experiment != injected["name"]:
+            raise ValueError(f"id_set is {experiment!r} but this notebook was run with the config of "
+                             f"{injected['name']!r}; restart the kernel to run another ID set")
         experiment = injected["name"]
     cfg = load_config(profile, experiment=experiment)
     for key in list(cfg):

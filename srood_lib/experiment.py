@@ -57,6 +57,13 @@ class Experiment:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def expect_notebook(self, notebook: str) -> None:
+        """Refuse to run a notebook the ID set does not list (e.g. the CIFAR-10 ablations 05-08 for CelebA)."""
+        listed = self.cfg["experiment"]["notebooks"]
+        if notebook not in listed:
+            raise ValueError(f"{notebook} is not a notebook of {self.name} (configs/id/{self.name}.yaml lists "
+                             f"{', '.join(listed)}); set id_set to an ID set that lists it")
+
     def figure_path(self, variant: str) -> Path:
         """Where a variant's repair grid goes (the paper's figure number where it has one)."""
         return self.out / f"{self.cfg['experiment']['figures'][variant]}.png"

@@ -165,8 +165,8 @@ def verdict(cells: pd.DataFrame, health: pd.DataFrame | None = None) -> str:
 
 
 def paper_vs_ours_figure(cells: pd.DataFrame, title: str, path=None):
-    """Grouped bars per (method, OOD set) of our AUROC (with its CI) beside the paper's, for the rows that have
-    both; ``None`` when there are none."""
+    """Grouped bars per OOD set of our SR-OOD AUROC (with its CI) beside the paper's, one panel per variant, for
+    the cells that have both; ``None`` when there are none."""
     import matplotlib.pyplot as plt
 
     from srood_lib.report import _finish
@@ -174,7 +174,8 @@ def paper_vs_ours_figure(cells: pd.DataFrame, title: str, path=None):
     ours = cells[cells["status"] == OURS].copy()
     ours["o"] = pd.to_numeric(ours["ours"], errors="coerce")
     ours["p"] = pd.to_numeric(ours["paper"], errors="coerce")
-    ours = ours[ours["o"].notna() & (ours["setting"] == "")].drop_duplicates(["method", "ood"])
+    ours = ours[ours["o"].notna() & ours["p"].notna() & (ours["setting"] == "")
+                & ours["method"].str.startswith("SR-OOD_")].drop_duplicates(["method", "ood"])
     if ours.empty:
         return None
     methods = list(dict.fromkeys(ours["method"]))

@@ -178,3 +178,14 @@ def test_notebook_config_follows_the_injected_experiment():
 
 def test_results_of_an_experiment_go_to_its_own_folder():
     assert config.results_dir("quick", "celeba") == config.results_dir("quick") / "celeba"
+
+
+def test_a_resolved_file_of_another_experiment_is_refused(tmp_path):
+    from srood_lib.__main__ import main
+
+    out = tmp_path / "celeba.yaml"
+    assert main(["resolve-config", "--profile", "smoke", "--experiment", "celeba", "--out", str(out)]) == 0
+    with pytest.raises(ValueError, match="not of 'pokemon'"):
+        config.load_config(out, experiment="pokemon")
+    with pytest.raises(ValueError, match="restart the kernel"):
+        config.notebook_config("smoke", {"experiment": {"name": "celeba"}}, experiment="pokemon")

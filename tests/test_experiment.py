@@ -55,3 +55,9 @@ def test_write_csv_lands_in_the_experiment_folder(celeba):
     rows, _ = celeba.srood_rows()
     path = celeba.write_csv(rows, "table.csv")
     assert path.parent == celeba.out and path.exists()
+
+
+def test_a_notebook_the_id_set_does_not_list_is_refused(celeba):
+    celeba.expect_notebook("03_table")
+    with pytest.raises(ValueError, match="05_table4_distance is not a notebook of celeba"):
+        celeba.expect_notebook("05_table4_distance")
