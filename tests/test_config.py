@@ -126,7 +126,8 @@ def test_method_constants_are_shared_and_budgets_per_profile():
 
 def test_experiment_overrides_touch_only_their_experiment():
     cifar, pokemon = (config.load_config("quick", experiment=e) for e in ("cifar10", "pokemon"))
-    assert cifar["prior"]["checkpoint"] and pokemon["prior"]["checkpoint"] is None
+    assert "cifar10" in cifar["prior"]["checkpoint"] and "pokemon" in pokemon["prior"]["checkpoint"]
+    assert config.load_config("smoke", experiment="pokemon")["prior"]["checkpoint"] is None
     assert pokemon["prior"]["diffaug"] and not cifar["prior"]["diffaug"]
     assert pokemon["data"]["n_val"] < 648 and cifar["data"]["n_val"] == 1000
 
