@@ -18,7 +18,7 @@ from srood_lib import pipeline, report
 from srood_lib.config import load_config, notebook_config, results_dir
 from srood_lib.data import ImageSet
 from srood_lib.detector import SROOD
-from srood_lib.rows import missing_rows
+from srood_lib.rows import missing_rows, table_of
 
 
 class Experiment:
@@ -44,7 +44,7 @@ class Experiment:
     @property
     def table(self) -> str:
         """The paper's table this experiment reproduces ("I", "II", "III")."""
-        return self.cfg["experiment"]["table"]
+        return table_of(self.cfg)
 
     @property
     def title(self) -> str:
