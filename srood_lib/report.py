@@ -249,3 +249,19 @@ def score_histograms(scores: dict[str, dict[str, np.ndarray]], id_key: str = "id
                 ax.set_ylabel("density", fontsize=8)
             ax.legend(fontsize=6)
     return _finish(fig, title, path)
+
+
+def auroc_heatmap(frame: pd.DataFrame, title: str | None = None, path=None):
+    """Methods (rows, in order of appearance) x OOD sets (columns) of AUROC x100, annotated; 50 is white, so
+    below-chance cells (the likelihood failure) stand out in red. ``frame``: columns method, ood, value."""
+    import matplotlib.pyplot as plt
+
+    table = frame.pivot_table(index="method", columns="ood", values="value", aggfunc="first", sort=False)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * table.shape[1], 0.8 + 0.32 * table.shape[0]))
+    ax.imshow(table.to_numpy(dtype=float), cmap="RdBu", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="white" if abs(v - 50) > 35 else "k")
+    return _finish(fig, title, path)

@@ -164,6 +164,39 @@ def verdict(cells: pd.DataFrame, health: pd.DataFrame | None = None) -> str:
     return "; ".join(parts)
 
 
+def srood_vs_baselines(results: pd.DataFrame, method: str = "SR-OOD_SR") -> pd.DataFrame:
+    """Per OOD set of our rows (default setting only): ``method``'s AUROC, the best of our other, non-SR-OOD rows
+    and which it is, and the margin; the plain answer to "does the repair beat the baselines here?"."""
+    rows = results[(results["metric"] == "auroc") & results["value"].notna()
+                   & (results["setting"].fillna("") == "" if "setting" in results else True)]
+    srood = rows[rows["method"] == method].drop_duplicates("ood").set_index("ood")["value"]
+    others = rows[~rows["method"].str.startswith("SR-OOD_")]
+    out = []
+    for ood, value in srood.items():
+        cand = others[others["ood"] == ood]
+        if cand.empty:
+            continue
+        best = cand.loc[cand["value"].idxmax()]
+        out.append({"ood": ood, method: round(float(value), 2), "best baseline": best["method"],
+                    "its AUROC": round(float(best["value"]), 2), "margin": round(float(value - best["value"]), 2),
+                    f"{method} ahead": bool(value > best["value"])})
+    return pd.DataFrame(out)
+
+
+def baseline_verdict(results: pd.DataFrame, method: str = "SR-OOD_SR") -> str:
+    """One line from ``srood_vs_baselines``: on how many OOD columns ``method`` is ahead of every re-run
+    baseline, and where it is not (the winner and both AUROCs)."""
+    comparison = srood_vs_baselines(results, method)
+    if comparison.empty:
+        return f"no re-run baseline shares an OOD column with {method} yet"
+    behind = comparison[~comparison[f"{method} ahead"]]
+    line = f"{method} ahead of every re-run baseline on {len(comparison) - len(behind)} of {len(comparison)} columns"
+    if len(behind):
+        line += "; behind on " + ", ".join(f"{r['ood']} ({r['best baseline']} {r['its AUROC']:.2f} vs {r[method]:.2f})"
+                                           for _, r in behind.iterrows())
+    return line
+
+
 def paper_vs_ours_figure(cells: pd.DataFrame, title: str, path=None):
     """Grouped bars per OOD set of our SR-OOD AUROC (with its CI) beside the paper's, one panel per variant, for
     the cells that have both; ``None`` when there are none."""

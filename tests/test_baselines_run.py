@@ -1,4 +1,5 @@
-"""The baselines' pipeline glue: fit (and cache) all nine detectors, score them into Table I rows, sanity views."""
+"""The baselines' pipeline glue: fit (and cache) every family's detectors, score them into table rows (with stored
+scores), sanity views."""
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def image_set(images, name):
 @pytest.fixture()
 def cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path))
-    cfg = load_config("smoke", {"device": "cpu", "eval.n_boot": 10})
+    cfg = load_config("smoke", {"device": "cpu", "eval.n_boot": 10, "baselines.families": ["likelihood"]})
     return cfg
 
 
@@ -42,7 +43,7 @@ def test_every_profile_has_the_same_baseline_keys():
 
 def test_fit_caches_models_and_a_rerun_loads_them(cfg, tmp_path, monkeypatch):
     dets = run.fit_baselines(cfg, TRAIN, progress=False)
-    assert list(dets) == run.METHODS
+    assert list(dets) == run.LIKELIHOOD_METHODS
     files = sorted(p.parent.name.rsplit("_", 1)[0] for p in (tmp_path / "baselines").glob("*/model.pt"))
     assert files == ["glow", "vae_background", "vae_id", "vae_waic1"]  # smoke: 2 WAIC members, one is vae_id
     shared = dets["Likelihood"].vaes["id"]
@@ -69,10 +70,10 @@ def test_score_rows_bits_per_dim_and_samples(cfg):
     dets = run.fit_baselines(cfg, TRAIN, progress=False)
     raw = {}
     rows = run.score_baselines(cfg, dets, ID_TEST, OOD, progress=False, raw=raw)
-    assert set(rows["method"]) == set(run.METHODS) and set(rows["table"]) == {"I"}
+    assert set(rows["method"]) == set(run.LIKELIHOOD_METHODS) and set(rows["table"]) == {"I"}
     assert set(rows["ood"]) == {"noise", "dark"}
     auroc = rows[rows["metric"] == "auroc"]
-    assert auroc["value"].notna().all() and len(auroc) == 2 * len(run.METHODS)
+    assert auroc["value"].notna().all() and len(auroc) == 2 * len(run.LIKELIHOOD_METHODS)
     n_regret = cfg["baselines"]["regret"]["n_images"]
     regret = auroc[auroc["method"] == "Likelihood Regret"]
     assert set(regret["n_id"]) == {n_regret} and set(regret["n_ood"]) == {n_regret}
@@ -96,3 +97,62 @@ def test_missing_baselines_key_is_named(cfg):
     del cfg["baselines"]["waic"]
     with pytest.raises(KeyError, match="waic"):
         run.fit_baselines(cfg, TRAIN, progress=False)
+
+
+def test_scores_are_stored_and_a_rerun_reads_them(cfg, tmp_path, monkeypatch):
+    dets = run.fit_baselines(cfg, TRAIN, progress=False)
+    first = run.score_baselines(cfg, dets, ID_TEST, OOD, progress=False)
+    stored = sorted((tmp_path / "baselines" / "scores").glob("*.npz"))
+    # one file per (method, scored set): Regret scores its own subsets, which are the full sets here (16 < n)
+    assert len(stored) == len(run.LIKELIHOOD_METHODS) * 3
+    for det in dets.values():
+        monkeypatch.setattr(det, "score", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-scored")))
+    again = run.score_baselines(cfg, dets, ID_TEST, OOD, progress=False)
+    cols = ["method", "ood", "metric", "value", "note"]
+    assert first[cols].equals(again[cols])  # same values and notes (Regret's s/image is stored with its scores)
+    # other images are scored, not read
+    with pytest.raises(AssertionError, match="re-scored"):
+        run.score_baselines(cfg, dets, ID_TEST, {"other": image_set(noise_images(16, 9), "other")}, progress=False)
+
+
+def test_a_family_section_does_not_key_another_familys_scores(cfg):
+    base = run._family_config(run.baseline_config(cfg), "likelihood")
+    changed = {**cfg, "baselines": {**cfg["baselines"], "classifier": {**cfg["baselines"]["classifier"], "epochs": 9}}}
+    assert run._family_config(run.baseline_config(changed), "likelihood") == base
+    assert run._family_config(run.baseline_config(changed), "classifier") != \
+        run._family_config(run.baseline_config(cfg), "classifier")
+    assert run._family_of("KNN (VGG16 features)") == "features" and run._family_of("MSP") == "classifier"
+
+
+def test_unknown_family_and_unlabelled_classifier_are_one_line_errors(cfg):
+    with pytest.raises(ValueError, match="unknown \\['bogus'\\]"):
+        run.fit_baselines({**cfg, "baselines": {**cfg["baselines"], "families": ["bogus"]}}, TRAIN, progress=False)
+    with pytest.raises(ValueError, match="has no labels"):
+        run.fit_baselines({**cfg, "baselines": {**cfg["baselines"], "families": ["classifier"]}}, TRAIN,
+                          progress=False)
+
+
+def test_classifier_and_feature_families_give_rows_and_the_accuracy(cfg, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 96)
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], dtype=np.uint8)
+    images = np.clip(colours[labels][:, None, None, :] + rng.integers(-20, 20, (96, 32, 32, 3)), 0, 255)
+    images = images.astype(np.uint8)
+    manifest = {"name": "toy", "split": "train", "resolution": 32, "sha256": "toy", "labels": "toy colours"}
+    train = ImageSet(images[:64], labels[:64], manifest, "toy", "train")
+    test = ImageSet(images[64:], labels[64:], {**manifest, "split": "test"}, "toy", "test")
+    ood = {"noise": image_set(noise_images(32, 3, res=32), "noise")}
+    c = {**cfg, "baselines": {**cfg["baselines"], "families": ["classifier", "features"],
+                              "classifier": {**cfg["baselines"]["classifier"], "epochs": 12}}}
+    dets = run.fit_baselines(c, train, progress=False)
+    assert list(dets) == ["MSP", "MaxLogit", "KNN (AlexNet features)", "Mahalanobis (AlexNet features)",
+                          "KNN (VGG16 features)", "Mahalanobis (VGG16 features)"]
+    assert len(list((tmp_path / "baselines").glob("classifier_*/model.pt"))) == 1
+    assert not list((tmp_path / "baselines").glob("classifier_*/train_state.pt"))  # resume point removed
+    rows = run.score_baselines(c, dets, test, ood, progress=False)
+    auroc = rows[rows["metric"] == "auroc"].set_index("method")["value"]
+    assert auroc["KNN (VGG16 features)"] > 90 and auroc["Mahalanobis (AlexNet features)"] > 90  # noise is far
+    notes = rows.drop_duplicates("method").set_index("method")["note"]
+    assert notes["KNN (AlexNet features)"].startswith("beyond the paper") and "labels: toy colours" in notes["MSP"]
+    acc = run.classifier_accuracy(dets, test)
+    assert acc["n_classes"].iloc[0] == 3 and acc["test_accuracy_%"].iloc[0] > 90  # colour is the class

@@ -259,6 +259,26 @@ def test_pokemon_every_fifth_split_is_deterministic(data_dir):
     assert again.manifest["sha256"] == test.manifest["sha256"]
 
 
+def test_pokemon_labels_come_from_the_types_table_beside_the_source(data_dir):
+    names = [f"poke{i:02d}" for i in range(10)]
+    for i, name in enumerate(names):
+        _write_png(data_dir / "pokemon" / f"{name}.png", _solid((i, 0, 0), (12, 12)))
+    unlabelled = data.load_dataset("pokemon", "train", 12, progress=False)
+    assert (unlabelled.labels == -1).all() and "no pokemon_types.csv" in unlabelled.manifest["labels"]
+    types = ["Water", "Fire", "Grass"]
+    rows = "".join(f"{n},{types[i % 3]},\n" for i, n in enumerate(names))
+    (data_dir / "pokemon_types.csv").write_text("Name,Type1,Type2\n" + rows + "extra,Bug,\n")
+    train = data.load_dataset("pokemon", "train", 12, progress=False, refresh=True)
+    test = data.load_dataset("pokemon", "test", 12, progress=False)
+    # classes: every Type1 of the table, sorted (Bug, Fire, Grass, Water); poke04 -> Fire, poke09 -> Water
+    assert test.labels.tolist() == [1, 3] and train.manifest["classes"] == ["Bug", "Fire", "Grass", "Water"]
+    assert train.labels.tolist() == [3, 1, 2, 3, 2, 3, 1, 2]
+    assert train.manifest["labels"].startswith("Type1 of pokemon_types.csv") and train.manifest["label_table_sha256"]
+    (data_dir / "pokemon_types.csv").write_text("Name,Type1,Type2\n" + rows.split("\n", 1)[1])  # poke00 lacks
+    with pytest.raises(data.CorruptDataError, match="no Type1 for 1 image"):
+        data.load_dataset("pokemon", "train", 12, progress=False, refresh=True)
+
+
 def test_any_image_folder_or_zip(tmp_path):
     folder = tmp_path / "mine"
     for i in range(3):

@@ -55,7 +55,7 @@ def test_spot_values():
     assert paper_value("IV", "isun", "SR-OOD_SR", setting="distance=L2+LPIPS") == 87.35
     assert paper_value("III", "svhn", "SR-OOD_Rec") == 100.0
     assert paper_value("I", "svhn", "Glow (diff to None)") == 8.80
-    assert paper_value(2, "svhn", "LLR") == 2.80  # table given as a number
+    assert paper_value(2, "svhn", "Likelihood Ratio") == 2.80  # table given as a number (the paper: LLR)
 
 
 def test_provenance_notes():

@@ -69,3 +69,13 @@ def test_score_histograms_draw_one_panel_per_variant_and_ood_set(tmp_path):
     assert len(fig.axes) == 4 and (tmp_path / "h.png").stat().st_size > 0
     assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)   # eps drawn where it is known
     assert not fig.axes[2].lines
+
+
+def test_auroc_heatmap_has_one_cell_per_method_and_ood_set(tmp_path):
+    frame = pd.DataFrame({"method": ["SR-OOD_SR", "SR-OOD_SR", "WAIC"], "ood": ["a", "b", "a"],
+                          "value": [99.0, 80.0, 20.0]})
+    fig = report.auroc_heatmap(frame, title="t", path=tmp_path / "h.png")
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (2, 2) and np.ma.is_masked(image[1, 1]) and image[1, 0] == 20.0  # WAIC has no b
+    assert [t.get_text() for t in fig.axes[0].texts] == ["99.0", "80.0", "20.0"]
+    assert (tmp_path / "h.png").stat().st_size > 0

@@ -79,3 +79,24 @@ def test_paper_vs_ours_figure_is_written_only_when_there_is_something_to_draw(tm
     assert summary.paper_vs_ours_figure(summary.labelled_cells(results, "I"), "I", tmp_path / "f.png") is not None
     assert (tmp_path / "f.png").exists()
     assert summary.paper_vs_ours_figure(summary.labelled_cells(results, "II"), "II", tmp_path / "g.png") is None
+
+
+def test_srood_vs_baselines_names_the_winner_per_column():
+    import pandas as pd
+
+    rows = pd.DataFrame([
+        {"table": "II", "method": "SR-OOD_SR", "setting": "", "ood": "a", "metric": "auroc", "value": 99.0},
+        {"table": "II", "method": "SR-OOD_SR", "setting": "", "ood": "b", "metric": "auroc", "value": 80.0},
+        {"table": "II", "method": "SR-OOD_Rec", "setting": "", "ood": "b", "metric": "auroc", "value": 99.9},
+        {"table": "II", "method": "WAIC", "setting": "", "ood": "a", "metric": "auroc", "value": 60.0},
+        {"table": "II", "method": "DoSE_SVM", "setting": "", "ood": "b", "metric": "auroc", "value": 95.0},
+        {"table": "II", "method": "DoSE_SVM", "setting": "", "ood": "b", "metric": "fpr95", "value": 1.0},
+        {"table": "II", "method": "KNN (VGG16 features)", "setting": "", "ood": "c", "metric": "auroc", "value": 90.0},
+    ])
+    comparison = summary.srood_vs_baselines(rows).set_index("ood")
+    assert list(comparison.index) == ["a", "b"]  # c has no SR-OOD_SR row; other SR-OOD variants are not baselines
+    assert comparison.loc["b", "best baseline"] == "DoSE_SVM" and comparison.loc["b", "margin"] == -15.0
+    assert bool(comparison.loc["a", "SR-OOD_SR ahead"]) and not bool(comparison.loc["b", "SR-OOD_SR ahead"])
+    line = summary.baseline_verdict(rows)
+    assert line.startswith("SR-OOD_SR ahead of every re-run baseline on 1 of 2") and "b (DoSE_SVM 95.00 vs 80.00)" in line
+    assert "yet" in summary.baseline_verdict(rows[rows["method"].str.startswith("SR-OOD")])

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from srood_lib.baselines.classifier import MSP, MaxLogit, ResNetClassifier, accuracy, train_classifier
 from srood_lib.baselines.common import baseline_config, module_blob, module_from_blob, split_holdout
+from srood_lib.baselines.features import FeatureKNN, FeatureMahalanobis
 from srood_lib.baselines.glow import Glow, GlowNLL, train_glow
 from srood_lib.baselines.likelihood import (WAIC, DoSE_KDE, DoSE_SVM, LikelihoodRatio, TypicalityTest,
                                             VAELikelihood, background_seed, member_seed)
@@ -27,11 +29,17 @@ from srood_lib.baselines.vae import VAE, sample_images, train_vae
 from srood_lib.config import checkpoint_dir, config_hash
 from srood_lib.data import ImageSet, subsample
 from srood_lib.rows import evaluate, table_of
+from srood_lib.data.cache import atomic_write
 from srood_lib.runtime import atomic_torch_save, data_fingerprint, resolve_device
 
-METHODS = ["Likelihood", "Likelihood Regret", "WAIC", "Typicality Test", "Likelihood Ratio", "DoSE_KDE",
-           "DoSE_SVM", "Glow (diff to None)", "Glow (diff to PNG)"]
+LIKELIHOOD_METHODS = ["Likelihood", "Likelihood Regret", "WAIC", "Typicality Test", "Likelihood Ratio", "DoSE_KDE",
+                      "DoSE_SVM", "Glow (diff to None)", "Glow (diff to PNG)"]
+CLASSIFIER_METHODS = [MSP.method, MaxLogit.method]
+# Families an ID set may list in baselines.families; the features family names its rows per backbone.
+FAMILIES = {"likelihood": LIKELIHOOD_METHODS, "classifier": CLASSIFIER_METHODS, "features": ["KNN", "Mahalanobis"]}
 MODEL_FORMAT = "srood-baseline-model-v1"
+# Bump when scoring code changes what a stored score array would hold.
+SCORE_CACHE_VERSION = 1
 
 
 def model_path(name: str, recipe: dict) -> Path:
@@ -54,17 +62,71 @@ def _cached(name: str, recipe: dict, train: Callable, cls: type, device: torch.d
     return model
 
 
-def fit_baselines(cfg: dict, train_images: ImageSet, progress: bool = True) -> dict:
-    """All nine detectors, keyed by their Table I method names, fitted on the ID training images.
+def _cached_scores(det, images: np.ndarray, progress: bool) -> np.ndarray:
+    """``det.score(images)``, stored under ``checkpoint_dir()/baselines/scores/`` when the detector carries a
+    ``score_key`` (set by ``fit_baselines``: training data, recipe, seed, device): scoring is most of notebook 04's
+    time and is deterministic given the key and the images, so a re-run of the notebook only reads."""
+    key = getattr(det, "score_key", None)
+    if key is None:
+        return det.score(images, progress=progress)
+    digest = config_hash({**key, "images": data_fingerprint(images)})
+    slug = "".join(c if c.isalnum() else "_" for c in key["method"]).strip("_").lower()
+    path = checkpoint_dir() / "baselines" / "scores" / f"{slug}_{digest}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            seconds = float(stored["seconds_per_image"])
+            det.seconds_per_image = None if np.isnan(seconds) else seconds  # the wall time it was computed in
+            return stored["scores"]
+    scores = np.asarray(det.score(images, progress=progress))
+    seconds = getattr(det, "seconds_per_image", None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, scores=scores, seconds_per_image=np.nan if seconds is None else seconds))
+    return scores
 
-    The models train on the ID images minus ``baselines.n_holdout`` held-out ones (seeded); Typicality Test and
-    DoSE fit their statistics on the held-out images.
-    """
+
+def fit_baselines(cfg: dict, train_images: ImageSet, progress: bool = True) -> dict:
+    """The detectors of every family in ``baselines.families``, keyed by their method names, fitted on the ID
+    training images (see ``FAMILIES``)."""
     bcfg = baseline_config(cfg)
+    families = list(bcfg["families"])
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"baselines.families: unknown {unknown}; choose from {sorted(FAMILIES)}")
     seed, device = int(cfg["seed"]), resolve_device(cfg["device"])
-    images = train_images.images
+    base = {"data": data_fingerprint(train_images.images), "n_holdout": int(bcfg["n_holdout"]), "split_seed": seed}
+    detectors = {}
+    if "likelihood" in families:
+        detectors.update(_likelihood_family(bcfg, train_images.images, base, seed, device, progress))
+    if "classifier" in families:
+        detectors.update(_classifier_family(bcfg, train_images, seed, device, progress))
+    if "features" in families:
+        for net in bcfg["features"]["nets"]:
+            for det in (FeatureKNN(bcfg, net), FeatureMahalanobis(bcfg, net)):
+                detectors[det.method] = det.fit(train_images.images, progress=progress)
+    for method, det in detectors.items():
+        # everything a detector's scores depend on besides the scored images (see _cached_scores)
+        det.score_key = {**base, "method": method, "baselines": _family_config(bcfg, _family_of(method)),
+                         "version": SCORE_CACHE_VERSION}
+    return detectors
+
+
+def _family_of(method: str) -> str:
+    return next(f for f, methods in FAMILIES.items() if method in methods or method.split(" (")[0] in methods)
+
+
+def _family_config(bcfg: dict, family: str) -> dict:
+    """The part of the baselines config a family's scores depend on (so a change to one family's section does not
+    invalidate another's stored scores)."""
+    own = {"classifier": ("classifier",), "features": ("features",)}
+    if family in own:
+        return {k: bcfg[k] for k in (*own[family], "seed", "device")}
+    return {k: v for k, v in bcfg.items() if k not in ("families", "classifier", "features")}
+
+
+def _likelihood_family(bcfg: dict, images: np.ndarray, base: dict, seed: int, device, progress: bool) -> dict:
+    """The nine likelihood-family detectors. The models train on the ID images minus ``baselines.n_holdout``
+    held-out ones (seeded); Typicality Test and DoSE fit their statistics on the held-out images."""
     train, _ = split_holdout(images, int(bcfg["n_holdout"]), seed)
-    base = {"data": data_fingerprint(images), "n_holdout": int(bcfg["n_holdout"]), "split_seed": seed}
 
     def vae(name: str, model_seed: int, mutation: float):
         recipe = {**base, "vae": bcfg["vae"], "seed": model_seed, "mutation_rate": mutation}
@@ -94,9 +156,55 @@ def fit_baselines(cfg: dict, train_images: ImageSet, progress: bool = True) -> d
     return detectors
 
 
+def _classifier_family(bcfg: dict, train_images: ImageSet, seed: int, device, progress: bool) -> dict:
+    """MSP and MaxLogit on one classifier trained on every ID training image and its label (resumable)."""
+    labels = train_images.labels
+    if (labels < 0).any():
+        raise ValueError(f"baselines.families lists 'classifier', but {train_images.name} {train_images.split} "
+                         f"has no labels ({train_images.manifest.get('labels')}); drop the family or supply labels")
+    recipe = {"data": data_fingerprint(train_images.images), "labels": data_fingerprint(labels.reshape(-1, 1, 1, 1)
+                                                                                        .astype(np.uint8)),
+              "classifier": bcfg["classifier"], "seed": seed}
+    state = model_path("classifier", recipe).parent / "train_state.pt"
+    model = _cached("classifier", recipe, lambda: train_classifier(train_images.images, labels, bcfg["classifier"],
+                                                                   seed, device, progress, state_path=state),
+                    ResNetClassifier, device)
+    state.unlink(missing_ok=True)  # the finished model is stored: the resume point is no longer needed
+    label_note = f"; labels: {train_images.manifest.get('labels')}"
+    detectors = {}
+    for cls in (MSP, MaxLogit):
+        det = cls(bcfg, model)
+        det.note_extra = label_note
+        detectors[cls.method] = det
+    return detectors
+
+
+def classifier_accuracy(detectors: dict, test: ImageSet) -> pd.DataFrame:
+    """Top-1 accuracy of the classifier behind MSP/MaxLogit on the labelled ID test set (empty without one)."""
+    det = detectors.get("MSP") or detectors.get("MaxLogit")
+    if det is None:
+        return pd.DataFrame()
+    c = det.config["classifier"]
+    return pd.DataFrame([{"classifier": f"ResNet w{c['width']} blocks {list(c['blocks'])}, {c['epochs']} epochs",
+                          "labels": test.manifest.get("labels"), "n_classes": det.model.head.out_features,
+                          "n_test": len(test), "test_accuracy_%": round(100 * accuracy(det.model, test.images,
+                                                                                        test.labels), 2)}])
+
+
 def method_note(cfg: dict, method: str) -> str:
     """What the row was computed with, for the results table."""
     b = cfg["baselines"]
+    if method in CLASSIFIER_METHODS:
+        c = b["classifier"]
+        return (f"ResNet w{c['width']} blocks {list(c['blocks'])}, {c['epochs']} epochs SGD, crop+flip; "
+                f"pytorch-ood {'MaxSoftmax' if method == 'MSP' else 'MaxLogit'}")
+    if method.startswith(("KNN (", "Mahalanobis (")):
+        f = b["features"]
+        fit = "all" if f["n_fit"] is None else f"{f['n_fit']} (seeded)"
+        how = (f"pytorch-ood KNN, k={f['k']}, unit-normalised" if method.startswith("KNN")
+               else f"one Gaussian, {f['shrinkage']} shrinkage")
+        return (f"beyond the paper: {method.split('(')[1].rstrip(')')} of the LPIPS backbone (5 layers, unit-"
+                f"normalised, averaged over positions); {how}; fitted on {fit} ID training images; no training")
     v, g = b["vae"], b["glow"]
     decoder = "" if v["decoder"] == "categorical" else f" {v['mixture_components']}-logistic-mixture decoder"
     vae_model = f"VAE w{v['width']} z{v['z_dim']}{decoder} {v['epochs']} ep"
@@ -123,16 +231,16 @@ def score_baselines(cfg: dict, detectors: dict, id_set: ImageSet, ood: dict[str,
     set. Likelihood Regret scores a seeded subset of ``baselines.regret.n_images`` images per set. ``raw``, if
     given, receives the scores ``{method: {"id": ..., ood_name: ...}}``."""
     frames = []
-    for method in [m for m in METHODS if m in detectors]:
+    for method in detectors:
         det = detectors[method]
         ids, oods = id_set, ood
         if method == "Likelihood Regret":
             n = int(cfg["baselines"]["regret"]["n_images"])
             ids = subsample(id_set, n, cfg["seed"])
             oods = {name: subsample(s, n, cfg["seed"]) for name, s in ood.items()}
-        s_id = det.score(ids.images, progress=progress)
-        s_ood = {name: det.score(s.images, progress=progress) for name, s in oods.items()}
-        note = method_note(cfg, method)
+        s_id = _cached_scores(det, ids.images, progress)
+        s_ood = {name: _cached_scores(det, s.images, progress) for name, s in oods.items()}
+        note = method_note(cfg, method) + getattr(det, "note_extra", "")
         if getattr(det, "seconds_per_image", None) and method == "Likelihood Regret":
             note += f"; {det.seconds_per_image:.2f} s/image"
         if raw is not None:

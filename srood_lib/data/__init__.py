@@ -3,12 +3,13 @@ one cache (``cache_dir()/datasets/<name>/<split>_<R>px.npz`` + JSON manifest). S
 
 Images are uint8 ``(N, H, W, 3)``; ``to_tensor`` gives the models' float ``(N, 3, H, W)`` in [-1, 1].
 """
-from .api import ImageSet, data_hash, dataset_status, load_dataset, load_image_folder, subsample
+from .api import (ImageSet, data_hash, dataset_status, load_dataset, load_image_folder, subsample,
+                  subsample_indices)
 from .errors import CorruptDataError, DatasetMissingError
 from .images import to_tensor, to_uint8
 from .registry import DATASETS, DatasetSpec, Layout
 
 __all__ = [
     "DATASETS", "CorruptDataError", "DatasetMissingError", "DatasetSpec", "ImageSet", "Layout", "data_hash",
-    "dataset_status", "load_dataset", "load_image_folder", "subsample", "to_tensor", "to_uint8",
+    "dataset_status", "load_dataset", "load_image_folder", "subsample", "subsample_indices", "to_tensor", "to_uint8",
 ]

@@ -63,14 +63,17 @@ def load_dataset(name: str | os.PathLike, split: str | None = None, resolution: 
     npz_path, json_path = entry_paths(spec.name, split, resolution)
     if not refresh:
         hit = load_entry(npz_path, json_path)
+        if hit is not None and spec.label_table is not None and "label_table" not in hit[2] \
+                and "labels" in hit[2] and not str(hit[2]["labels"]).startswith("none (-1): no "):
+            hit = None  # written before labels came from a side table: rebuild once
         if hit is not None:
             return ImageSet(hit[0], hit[1], hit[2], spec.name, split)
     if spec.derived_from is not None:
         built = _derive(spec, resolution, data_dir, download, progress, refresh)
     else:
         built = _build(spec, split, resolution, data_dir, download, progress)
-    manifest = {"name": spec.name, "split": split, "resolution": resolution, **built.info,
-                "labels": "class index" if (built.labels >= 0).any() else "none (-1)",
+    labels = built.info.pop("labels", "class index" if (built.labels >= 0).any() else "none (-1)")
+    manifest = {"name": spec.name, "split": split, "resolution": resolution, **built.info, "labels": labels,
                 "official_source": spec.official, "created_utc": _now()}
     manifest = save_entry(npz_path, json_path, built.images, built.labels, manifest)
     return ImageSet(built.images, built.labels, manifest, spec.name, split)
@@ -222,12 +225,20 @@ def _status_row(spec: DatasetSpec, split: str, resolution: int, data_dir) -> dic
                              f"(fix: set SROOD_DATA_DIR, or ./run_all.sh --download / load_dataset(..., download=True) online)"}
 
 
+def subsample_indices(count: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of the first ``n`` of a seeded permutation of ``count`` items (all when ``n`` is None or
+    >= count): the one subsampling rule of the workbook."""
+    if n is None or n >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng([seed, count]).permutation(count)[:n])
+
+
 def subsample(image_set: ImageSet, n: int | None, seed: int) -> ImageSet:
     """The first ``n`` images of a seeded permutation (all when ``n`` is None or >= len); the manifest records
     the subset, so ``data_hash`` tells subsets apart."""
     if n is None or n >= len(image_set):
         return image_set
-    idx = np.sort(np.random.default_rng([seed, len(image_set)]).permutation(len(image_set))[:n])
+    idx = subsample_indices(len(image_set), n, seed)
     manifest = {**image_set.manifest, "subsample": {"n": int(n), "seed": int(seed)}}
     return ImageSet(image_set.images[idx], image_set.labels[idx], manifest, image_set.name, image_set.split)
 

@@ -68,6 +68,8 @@ class DatasetSpec:
     transform: str = ""
     derived_from: tuple[str, str] | None = None  # (dataset, split) this one is computed from
     notes: str = ""
+    # (csv file beside the source, its image-name column, its label column): class labels from a side table
+    label_table: tuple[str, str, str] | None = None
 
 
 def _class_tree_layouts(name: str) -> tuple[Layout, ...]:
@@ -143,9 +145,10 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         "pokemon", "Pokemon Image Dataset (Kaggle kvpratama)", ("train", "test"),
         f"public copy of the Kaggle 'Pokemon Image Dataset': {POKEMON_URL} (adgiz05/pokeGAN, images/)",
         (Layout("pokemon.zip", "tree"), Layout("pokemon", "tree"), Layout(f"pokeGAN-{POKEGAN_COMMIT}/images", "tree")),
-        select="every_fifth",
+        select="every_fifth", label_table=("pokemon_types.csv", "Name", "Type1"),
         split_rule="files sorted by file name; every 5th (positions 4, 9, 14, ... counting from 0) is test, the "
-                   "rest train (809 images -> 648 train / 161 test)",
+                   "rest train (809 images -> 648 train / 161 test); label = index of the primary type (Type1 of "
+                   "pokemon_types.csv beside the source, types sorted by name; -1 without that file)",
         transform=f"{TREE_RGB}; centre square crop (no-op for the 120x120 images); {RESIZE}"),
     DatasetSpec(
         "lsun", "LSUN (crop), ODIN's OOD set", ("test",),

@@ -83,6 +83,8 @@ def build_tree(spec: DatasetSpec, path: Path, split: str, resolution: int, progr
     """A folder or zip of image files -> the split's images, chosen and labelled by ``spec.select``."""
     with ImageTree(path) as tree:
         names, labels, info = select_files(spec, tree, split)
+        if spec.label_table is not None:
+            labels = _table_labels(spec, path, names, info)
         images = decode_files(tree, names, resolution, spec.crop, progress, f"{spec.name} {split}")
     info["source_sha256"] = sha256_file(path) if path.is_file() else None
     info["source_file_count"] = len(tree.names())
@@ -128,6 +130,30 @@ def select_files(spec: DatasetSpec, tree: ImageTree, split: str) -> tuple[list[s
     if spec.select == "celeba":
         return _select_celeba(tree, names, split)
     raise ValueError(f"unknown selection rule {spec.select!r}")
+
+
+def _table_labels(spec: DatasetSpec, source: Path, names: list[str], info: dict) -> list[int]:
+    """Labels of ``names`` from ``spec.label_table``'s CSV beside ``source`` (a file stem per row); every image
+    must have a row. Without the CSV the images stay unlabelled (-1), and the manifest says why."""
+    import csv
+
+    file, key, column = spec.label_table
+    table = source.parent / file
+    if not table.is_file():
+        info["labels"] = f"none (-1): no {file} beside {source}"
+        return [-1] * len(names)
+    with open(table, newline="", encoding="utf-8") as f:
+        rows = {row[key]: row[column] for row in csv.DictReader(f)}
+    stems = [PurePosixPath(n).stem for n in names]
+    lacking = [s for s in stems if s not in rows]
+    if lacking:
+        raise CorruptDataError(f"{table} has no {column} for {len(lacking)} image(s) of {source}, e.g. "
+                               f"{lacking[:3]}; fix the table or remove it (the images are then unlabelled)",
+                               str(table))
+    classes = sorted({rows[s] for s in stems} | set(rows.values()))
+    info.update(classes=classes, label_table=table.name, label_table_sha256=sha256_file(table),
+                labels=f"{column} of {table.name}: index among its {len(classes)} values, sorted by name")
+    return [classes.index(rows[s]) for s in stems]
 
 
 def _parts(name: str) -> tuple[str, ...]:

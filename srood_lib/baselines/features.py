@@ -1,0 +1,118 @@
+"""Feature-space baselines beyond the paper: kNN and Mahalanobis distance in the LPIPS backbone's features.
+
+SR-OOD scores with LPIPS, i.e. with an ImageNet AlexNet or VGG16. These detectors use the same frozen backbone
+without any generative model, fitted on ID training images only, so a reader can see what the repair adds
+beyond the perceptual network it scores with. No training.
+
+Features of an image: at each of the five layers LPIPS compares, the channel vector at every position is
+scaled to unit length (as LPIPS does), averaged over positions; the five averages are concatenated
+(AlexNet: 1,152 numbers, VGG16: 1,472).
+
+- ``FeatureKNN``: distance of the unit-normalised feature to its k-th nearest ID training feature (Sun et al.
+  2022), computed by pytorch-ood's ``KNN``.
+- ``FeatureMahalanobis``: Mahalanobis distance to one Gaussian fitted on the ID features (mean and a
+  Ledoit-Wolf shrunk covariance: Pokemon has fewer training images than feature dimensions). pytorch-ood's
+  ``Mahalanobis`` is class-conditional with an unshrunk covariance; with one class and no shrinkage the two
+  rank every image the same (tests/test_baselines_features.py).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from srood_lib.config import require_keys
+from srood_lib.data import subsample_indices
+from srood_lib.perceptual import get_lpips, unit_normalize
+from srood_lib.runtime import resolve_device, to_float_images, uint8_to_tensor
+
+FEATURE_KEYS = ("k", "n_fit", "batch_size", "shrinkage")
+
+
+@torch.no_grad()
+def backbone_features(images: np.ndarray, net: str, device: torch.device | str = "cpu", batch: int = 256,
+                      progress: bool = False) -> torch.Tensor:
+    """float32 (N, D) features of uint8 ``images`` (N, H, W, 3) in the LPIPS backbone ``net`` (see module doc)."""
+    from tqdm.auto import tqdm
+
+    model = get_lpips(net, device)
+    data = uint8_to_tensor(images)
+    out = []
+    for start in tqdm(range(0, len(data), batch), disable=not progress, desc=f"{net} features", unit="batch"):
+        x = to_float_images(data[start:start + batch]).to(device)
+        layers = model.net(model.scaling_layer(x))
+        out.append(torch.cat([unit_normalize(f).mean(dim=(2, 3)) for f in layers], dim=1).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+class _FeatureDetector:
+    method_prefix = ""
+
+    def __init__(self, config: dict, net: str):
+        require_keys(config, ("features", "seed", "device"), "baselines")
+        require_keys(config["features"], FEATURE_KEYS, "baselines.features")
+        self.config = copy.deepcopy(config)
+        self.net = net
+        self.device = resolve_device(config["device"])
+        self.n_fitted = 0
+
+    @property
+    def method(self) -> str:
+        return f"{self.method_prefix} ({'AlexNet' if self.net == 'alex' else 'VGG16'} features)"
+
+    def features(self, images: np.ndarray, progress: bool = False) -> torch.Tensor:
+        return backbone_features(images, self.net, self.device, int(self.config["features"]["batch_size"]),
+                                 progress)
+
+    def fit(self, images: np.ndarray, progress: bool = True, labels: np.ndarray | None = None):
+        """Fit on (a seeded subset of ``features.n_fit``) ID training images; ``labels`` are not used."""
+        n_fit = self.config["features"]["n_fit"]
+        fit_images = images[subsample_indices(len(images), n_fit, int(self.config["seed"]))]
+        z = self.features(fit_images, progress)
+        self.n_fitted = len(z)
+        self._fit_features(z)
+        return self
+
+    def score(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
+        if not self.n_fitted:
+            raise RuntimeError(f"{self.method} is not fitted: call fit(ID training images) first")
+        return self._score_features(self.features(images, progress)).double().numpy()
+
+
+class FeatureKNN(_FeatureDetector):
+    method_prefix = "KNN"
+
+    def _fit_features(self, z: torch.Tensor) -> None:
+        from pytorch_ood.detector import KNN
+
+        k = int(self.config["features"]["k"])
+        if len(z) < k:
+            raise ValueError(f"KNN with k={k} needs at least {k} ID training images, got {len(z)}; lower "
+                             "baselines.features.k")
+        self._knn = KNN(None, k=k).fit_features(z, torch.zeros(len(z), dtype=torch.long))
+
+    def _score_features(self, z: torch.Tensor) -> torch.Tensor:
+        return self._knn.predict_features(z)
+
+
+class FeatureMahalanobis(_FeatureDetector):
+    method_prefix = "Mahalanobis"
+
+    def _fit_features(self, z: torch.Tensor) -> None:
+        x = z.double().numpy()
+        self.mean = x.mean(axis=0)
+        shrinkage = self.config["features"]["shrinkage"]
+        if shrinkage == "ledoit-wolf":
+            from sklearn.covariance import LedoitWolf
+
+            cov = LedoitWolf(assume_centered=False).fit(x).covariance_
+        else:  # a fixed shrinkage towards the scaled identity, 0 = the sample covariance
+            sample = np.cov(x, rowvar=False, bias=True)
+            mu = np.trace(sample) / len(sample)
+            cov = (1 - float(shrinkage)) * sample + float(shrinkage) * mu * np.eye(len(sample))
+        self.precision = np.linalg.pinv(cov, hermitian=True)
+
+    def _score_features(self, z: torch.Tensor) -> torch.Tensor:
+        d = z.double().numpy() - self.mean
+        return torch.from_numpy(np.einsum("ij,jk,ik->i", d, self.precision, d))
