@@ -91,14 +91,26 @@ def _load_images(name_or_path: str, resolution: int, split: str = "test"):
     return load_dataset(name_or_path, split, resolution=resolution)
 
 
+def _load_detector(path: str, device: str | None):
+    """The SR-OOD detector at ``path``, or None after a one-line error (missing, not a detector, unsafe)."""
+    from .detector import SROOD
+
+    try:
+        return SROOD.load(path, device=device)
+    except (FileNotFoundError, ValueError) as err:  # UnsafeArtefactError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     """Per-image OOD scores of an image folder / zip / named dataset, as CSV."""
     import pandas as pd
 
     from .data import DatasetMissingError
-    from .detector import SROOD
 
-    det = SROOD.load(args.checkpoint, device=args.device)
+    det = _load_detector(args.checkpoint, args.device)
+    if det is None:
+        return 2
     try:
         images = _load_images(args.images, det.generator.resolution)
     except DatasetMissingError as err:
@@ -114,10 +126,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     """Metrics table of a detector: one ID set against one or more OOD sets."""
     from .data import DatasetMissingError
-    from .detector import SROOD
     from .metrics import ood_metrics
 
-    det = SROOD.load(args.checkpoint, device=args.device)
+    det = _load_detector(args.checkpoint, args.device)
+    if det is None:
+        return 2
     res = det.generator.resolution
     try:
         id_images = _load_images(args.id, res)

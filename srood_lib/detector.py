@@ -30,7 +30,8 @@ from srood_lib.models.stylegan2 import Generator
 from srood_lib.outliers import synthetic_outliers
 from srood_lib.perceptual import distance
 from srood_lib.data import to_uint8
-from srood_lib.runtime import atomic_torch_save, resolve_device, seeded_split, to_float_images, uint8_to_tensor
+from srood_lib.runtime import (atomic_torch_save, resolve_device, safe_torch_load, seeded_split, to_float_images,
+                               uint8_to_tensor)
 from srood_lib.train_prior import load_prior
 from srood_lib.train_repair import train_repair
 
@@ -211,8 +212,8 @@ class SROOD:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no detector at {path}; train one (notebook 02_train_repair) or check the path")
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if blob.get("format") != DETECTOR_FORMAT:
+        blob = safe_torch_load(path)
+        if not isinstance(blob, dict) or blob.get("format") != DETECTOR_FORMAT:
             raise ValueError(f"{path} is not an SR-OOD detector file ({DETECTOR_FORMAT})")
         config = blob["config"]
         if device is not None:

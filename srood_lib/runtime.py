@@ -79,6 +79,35 @@ class EpochOrder:
         return torch.cat(parts)
 
 
+class UnsafeArtefactError(ValueError):
+    """A file that would run code while being unpickled: srood refuses to load it."""
+
+
+def safe_torch_load(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, so opening a file someone sent you
+    cannot run code. Every artefact srood writes loads this way; anything else is a one-line error."""
+    import pickle
+    import zipfile
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    if not zipfile.is_zipfile(path):  # torch.save's format; anything else (a photo, a legacy pickle) is not ours
+        raise ValueError(f"{path} is not a file written by srood (not a torch.save archive)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights only load failed" in str(exc).lower():
+            raise UnsafeArtefactError(
+                f"{path}: refused, it holds Python objects that would run code when unpickled; srood writes "
+                f"only tensors and plain data, so this file was not written by srood (or by a version before safe "
+                f"loading): re-create it with this version") from None
+        raise ValueError(f"{path} is not a file written by srood (torch.load: {first})") from None
+    except (RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a file written by srood (torch.load: {first})") from None
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """Write to a temp file in the same folder, then os.replace: a killed write never leaves a broken file."""
     tmp = path.with_name(path.name + ".tmp")

@@ -166,7 +166,8 @@ def verdict(cells: pd.DataFrame, health: pd.DataFrame | None = None) -> str:
 
 def srood_vs_baselines(results: pd.DataFrame, method: str = "SR-OOD_SR") -> pd.DataFrame:
     """Per OOD set of our rows (default setting only): ``method``'s AUROC, the best of our other, non-SR-OOD rows
-    and which it is, and the margin; the plain answer to "does the repair beat the baselines here?"."""
+    and which it is, the margin and a verdict (ahead / tied at 2 decimals / behind): the plain answer to "does the
+    repair beat the baselines here?"."""
     rows = results[(results["metric"] == "auroc") & results["value"].notna()
                    & (results["setting"].fillna("") == "" if "setting" in results else True)]
     srood = rows[rows["method"] == method].drop_duplicates("ood").set_index("ood")["value"]
@@ -177,9 +178,10 @@ def srood_vs_baselines(results: pd.DataFrame, method: str = "SR-OOD_SR") -> pd.D
         if cand.empty:
             continue
         best = cand.loc[cand["value"].idxmax()]
+        margin = round(float(value) - float(best["value"]), 2)
         out.append({"ood": ood, method: round(float(value), 2), "best baseline": best["method"],
-                    "its AUROC": round(float(best["value"]), 2), "margin": round(float(value - best["value"]), 2),
-                    f"{method} ahead": bool(value > best["value"])})
+                    "its AUROC": round(float(best["value"]), 2), "margin": margin,
+                    "verdict": "ahead" if margin > 0 else ("tied" if margin == 0 else "behind")})
     return pd.DataFrame(out)
 
 
@@ -189,8 +191,10 @@ def baseline_verdict(results: pd.DataFrame, method: str = "SR-OOD_SR") -> str:
     comparison = srood_vs_baselines(results, method)
     if comparison.empty:
         return f"no re-run baseline shares an OOD column with {method} yet"
-    behind = comparison[~comparison[f"{method} ahead"]]
-    line = f"{method} ahead of every re-run baseline on {len(comparison) - len(behind)} of {len(comparison)} columns"
+    behind = comparison[comparison["verdict"] == "behind"]
+    n_tied = int((comparison["verdict"] == "tied").sum())
+    line = (f"{method} ahead of every re-run baseline on {int((comparison['verdict'] == 'ahead').sum())} of "
+            f"{len(comparison)} columns, tied (at 2 decimals) on {n_tied}")
     if len(behind):
         line += "; behind on " + ", ".join(f"{r['ood']} ({r['best baseline']} {r['its AUROC']:.2f} vs {r[method]:.2f})"
                                            for _, r in behind.iterrows())

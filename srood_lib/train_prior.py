@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from srood_lib.config import config_hash, require_keys
 from srood_lib.data import to_uint8
 from srood_lib.models.stylegan2 import Discriminator, Generator
-from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, step_seed,
-                               to_float_images, uint8_to_tensor)
+from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load,
+                               step_seed, to_float_images, uint8_to_tensor)
 
 CHECKPOINT_NAME = "prior.pt"
 LOSSES_NAME = "losses.csv"
@@ -152,9 +152,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = checkpoint_path(path)
     if not path.exists():
         raise FileNotFoundError(f"no prior checkpoint at {path}; train one with train_prior(...)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format={ckpt.get('format')!r})")
+    ckpt = safe_torch_load(path, map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format={found!r})")
     return ckpt
 
 

@@ -23,8 +23,8 @@ from srood_lib.erosion import apply_random_erosions, erosion_set
 from srood_lib.models.psp import PSPEncoder, RepairNetwork
 from srood_lib.models.stylegan2 import Generator
 from srood_lib.perceptual import distance
-from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, step_seed,
-                               to_float_images, uint8_to_tensor)
+from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load,
+                               step_seed, to_float_images, uint8_to_tensor)
 
 CHECKPOINT_NAME = "repair.pt"
 LOSSES_NAME = "losses.csv"
@@ -102,8 +102,8 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
 
     step = 0
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
+        ckpt = safe_torch_load(ckpt_path)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{ckpt_path} is not a {CHECKPOINT_FORMAT} checkpoint; delete it to start over")
         if ckpt["recipe_id"] != recipe_id or ckpt["data_id"] != data_id:
             raise ValueError(f"{ckpt_path} was made with another recipe, prior or data set; delete the folder "
@@ -184,8 +184,8 @@ def load_repair(path: str | os.PathLike, generator: Generator | None = None, dev
     path = path / CHECKPOINT_NAME if path.is_dir() else path
     if not path.exists():
         raise FileNotFoundError(f"no repair checkpoint at {path}; train one with train_repair(...)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     generator = generator if generator is not None else Generator(**ckpt["G_kwargs"])
     encoder = PSPEncoder(**ckpt["encoder_kwargs"])

@@ -126,3 +126,9 @@ def test_cli_score_and_evaluate_on_image_folders(fitted, tmp_path, monkeypatch, 
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("ood,n_id,n_ood,auroc") and lines[1].split(",")[1:3] == ["6", "6"]
     assert main(["score", "--checkpoint", str(ckpt), "--images", str(tmp_path / "nowhere")]) == 2
+    # a checkpoint that is not a detector (here: an image) and one that is missing: one line each, exit 2
+    capsys.readouterr()
+    for bad in (tmp_path / "id" / "0.png", tmp_path / "missing.pt"):
+        assert main(["score", "--checkpoint", str(bad), "--images", str(tmp_path / "id")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and str(bad) in err

@@ -96,7 +96,11 @@ def test_srood_vs_baselines_names_the_winner_per_column():
     comparison = summary.srood_vs_baselines(rows).set_index("ood")
     assert list(comparison.index) == ["a", "b"]  # c has no SR-OOD_SR row; other SR-OOD variants are not baselines
     assert comparison.loc["b", "best baseline"] == "DoSE_SVM" and comparison.loc["b", "margin"] == -15.0
-    assert bool(comparison.loc["a", "SR-OOD_SR ahead"]) and not bool(comparison.loc["b", "SR-OOD_SR ahead"])
+    assert comparison.loc["a", "verdict"] == "ahead" and comparison.loc["b", "verdict"] == "behind"
     line = summary.baseline_verdict(rows)
-    assert line.startswith("SR-OOD_SR ahead of every re-run baseline on 1 of 2") and "b (DoSE_SVM 95.00 vs 80.00)" in line
+    assert line.startswith("SR-OOD_SR ahead of every re-run baseline on 1 of 2 columns, tied (at 2 decimals) on 0")
+    assert "b (DoSE_SVM 95.00 vs 80.00)" in line
+    tie = pd.concat([rows, pd.DataFrame([{"table": "II", "method": "KNN (VGG16 features)", "setting": "", "ood": "a",
+                                           "metric": "auroc", "value": 99.0}])])
+    assert summary.srood_vs_baselines(tie).set_index("ood").loc["a", "verdict"] == "tied"
     assert "yet" in summary.baseline_verdict(rows[rows["method"].str.startswith("SR-OOD")])

@@ -148,8 +148,9 @@ def logits_of(model: nn.Module, images: np.ndarray, batch: int = 256, progress: 
 
     device = next(model.parameters()).device
     data = uint8_to_tensor(images)
+    starts = range(0, len(data), batch)
     out = [model(to_float_images(data[i:i + batch]).to(device)).float().cpu()
-           for i in tqdm(range(0, len(data), batch), disable=not progress, desc="logits", unit="batch")]
+           for i in tqdm(starts, disable=not progress or len(starts) < 20, desc="logits", unit="batch")]
     return torch.cat(out) if out else torch.zeros((0, model.head.out_features))
 
 

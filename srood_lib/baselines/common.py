@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srood_lib.runtime import atomic_torch_save, seeded_split, step_seed
+from srood_lib.runtime import atomic_torch_save, safe_torch_load, seeded_split, step_seed
 
 BASELINE_FORMAT = "srood-baseline-v1"
 
@@ -73,17 +73,41 @@ def save_detector(det, path: str | os.PathLike, models: dict, state: dict) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"format": BASELINE_FORMAT, "class": type(det).__name__, "config": det.config,
-                       "models": models, "state": state}, path)
+                       "models": models, "state": _arrays_as_tensors(state)}, path)
     return path
+
+
+def _arrays_as_tensors(obj):
+    """Fitted statistics (numpy arrays and scalars, in dicts/lists/tuples) as tensors and plain numbers, so the
+    file loads with ``weights_only=True``; ``_tensors_as_arrays`` undoes it."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _arrays_as_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_arrays_as_tensors(v) for v in obj)
+    return obj
+
+
+def _tensors_as_arrays(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _tensors_as_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensors_as_arrays(v) for v in obj)
+    return obj
 
 
 def load_detector_blob(path: str | os.PathLike, cls_name: str) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no baseline detector at {path}; fit one first (fit_baselines)")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if blob.get("format") != BASELINE_FORMAT:
+    blob = safe_torch_load(path)
+    if not isinstance(blob, dict) or blob.get("format") != BASELINE_FORMAT:
         raise ValueError(f"{path} is not a baseline detector file ({BASELINE_FORMAT})")
     if blob["class"] != cls_name:
         raise ValueError(f"{path} holds a {blob['class']}, not a {cls_name}")
-    return blob
+    return {**blob, "state": _tensors_as_arrays(blob["state"])}

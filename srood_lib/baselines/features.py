@@ -28,6 +28,7 @@ from srood_lib.perceptual import get_lpips, unit_normalize
 from srood_lib.runtime import resolve_device, to_float_images, uint8_to_tensor
 
 FEATURE_KEYS = ("k", "n_fit", "batch_size", "shrinkage")
+PROGRESS_MIN_BATCHES = 20  # shorter passes take seconds: no bar
 
 
 @torch.no_grad()
@@ -39,7 +40,9 @@ def backbone_features(images: np.ndarray, net: str, device: torch.device | str =
     model = get_lpips(net, device)
     data = uint8_to_tensor(images)
     out = []
-    for start in tqdm(range(0, len(data), batch), disable=not progress, desc=f"{net} features", unit="batch"):
+    starts = range(0, len(data), batch)
+    for start in tqdm(starts, disable=not progress or len(starts) < PROGRESS_MIN_BATCHES, desc=f"{net} features",
+                      unit="batch"):
         x = to_float_images(data[start:start + batch]).to(device)
         layers = model.net(model.scaling_layer(x))
         out.append(torch.cat([unit_normalize(f).mean(dim=(2, 3)) for f in layers], dim=1).float().cpu())

@@ -30,7 +30,7 @@ from srood_lib.config import checkpoint_dir, config_hash
 from srood_lib.data import ImageSet, subsample
 from srood_lib.rows import evaluate, table_of
 from srood_lib.data.cache import atomic_write
-from srood_lib.runtime import atomic_torch_save, data_fingerprint, resolve_device
+from srood_lib.runtime import atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load
 
 LIKELIHOOD_METHODS = ["Likelihood", "Likelihood Regret", "WAIC", "Typicality Test", "Likelihood Ratio", "DoSE_KDE",
                       "DoSE_SVM", "Glow (diff to None)", "Glow (diff to PNG)"]
@@ -50,8 +50,9 @@ def _cached(name: str, recipe: dict, train: Callable, cls: type, device: torch.d
     """Load the ``cls`` model made by ``recipe`` if stored, else train and store it (atomically)."""
     path = model_path(name, recipe)
     if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if blob.get("format") == MODEL_FORMAT and blob["recipe_hash"] == config_hash(recipe):
+        blob = safe_torch_load(path)
+        if isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT \
+                and blob["recipe_hash"] == config_hash(recipe):
             return module_from_blob(cls, blob["model"], device)
     t0 = time.time()
     model = train()

@@ -1,0 +1,65 @@
+"""Safe loading: every srood artefact loads with weights_only=True; a file that would run code is refused."""
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from srood_lib import runtime
+from srood_lib.baselines.common import _arrays_as_tensors, _tensors_as_arrays
+
+
+class RunsCode:
+    """Unpickling this calls Path.touch on a marker file: a stand-in for arbitrary code in a pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    torch.save({"format": "srood-detector-v1", "net": RunsCode(marker)}, path)
+    with pytest.raises(runtime.UnsafeArtefactError, match="would run code"):
+        runtime.safe_torch_load(path)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the control: an unsafe load does run it
+    assert marker.exists()
+
+
+def test_the_loaders_of_detectors_priors_and_baselines_refuse_it(tmp_path):
+    from srood_lib.baselines.common import load_detector_blob
+    from srood_lib.detector import SROOD
+    from srood_lib.train_prior import load_checkpoint
+
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    torch.save({"format": "x", "payload": RunsCode(marker)}, path)
+    for load in (SROOD.load, load_checkpoint, lambda p: load_detector_blob(p, "WAIC")):
+        with pytest.raises(runtime.UnsafeArtefactError):
+            load(path)
+    assert not marker.exists()
+
+
+def test_not_a_torch_file_and_a_foreign_torch_file_are_one_line_errors(tmp_path):
+    from srood_lib.detector import SROOD
+
+    junk = tmp_path / "photo.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n not a checkpoint")
+    with pytest.raises(ValueError, match="is not a file written by srood") as err:
+        runtime.safe_torch_load(junk)
+    assert "\n" not in str(err.value)
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ValueError, match="is not an SR-OOD detector file"):
+        SROOD.load(tensor)
+
+
+def test_fitted_statistics_round_trip_as_tensors():
+    state = {"mean": np.float64(1.5), "features": {"a": np.arange(6.0).reshape(2, 3)}, "pair": (np.ones(2), "x")}
+    plain = _arrays_as_tensors(state)
+    assert isinstance(plain["features"]["a"], torch.Tensor) and isinstance(plain["mean"], float)
+    back = _tensors_as_arrays(plain)
+    np.testing.assert_array_equal(back["features"]["a"], state["features"]["a"])
+    assert isinstance(back["pair"], tuple) and back["pair"][1] == "x" and back["mean"] == 1.5
