@@ -30,10 +30,11 @@ def to_float_images(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.to(torch.float32) / 127.5 - 1.0
 
 
-def data_fingerprint(images_uint8: np.ndarray) -> str:
-    """sha256 of the training array (shape + bytes), so a resume on different data fails loudly."""
-    h = hashlib.sha256(str(images_uint8.shape).encode())
-    h.update(np.ascontiguousarray(images_uint8).data)
+def data_fingerprint(array: np.ndarray) -> str:
+    """sha256 of an array (shape + bytes; the training images or their labels), so a resume on different data
+    fails loudly."""
+    h = hashlib.sha256(str(array.shape).encode())
+    h.update(np.ascontiguousarray(array).data)
     return h.hexdigest()[:16]
 
 

@@ -163,8 +163,7 @@ def _classifier_family(bcfg: dict, train_images: ImageSet, seed: int, device, pr
     if (labels < 0).any():
         raise ValueError(f"baselines.families lists 'classifier', but {train_images.name} {train_images.split} "
                          f"has no labels ({train_images.manifest.get('labels')}); drop the family or supply labels")
-    recipe = {"data": data_fingerprint(train_images.images), "labels": data_fingerprint(labels.reshape(-1, 1, 1, 1)
-                                                                                        .astype(np.uint8)),
+    recipe = {"data": data_fingerprint(train_images.images), "labels": data_fingerprint(labels),
               "classifier": bcfg["classifier"], "seed": seed}
     state = model_path("classifier", recipe).parent / "train_state.pt"
     model = _cached("classifier", recipe, lambda: train_classifier(train_images.images, labels, bcfg["classifier"],
