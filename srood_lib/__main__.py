@@ -1,9 +1,11 @@
 """Command line: ``python -m srood_lib <command> ...`` (``--help`` on each command).
 
 Commands used by run_all.sh: ``resolve-config``, ``check-data``, ``provision-lpips``. For users:
-``score --checkpoint C --images PATH`` (CSV of per-image scores) and
-``evaluate --checkpoint C --id NAME|PATH --ood NAME|PATH ...`` (metrics table), where PATH is an image folder or
-a zip of one and C a detector file written by notebook 02.
+``score --images PATH`` (CSV: one row per image with its relative path, score, OOD flag and eps) and
+``evaluate --id NAME|PATH --ood NAME|PATH ...`` (metrics table), where PATH is an image, an image folder or a zip
+of one. Both use the shipped CIFAR-10 SR-OOD_SR detector unless told otherwise (``--id-set``, ``--variant``,
+``--checkpoint`` for a detector file of one's own). Expected failures (missing path, empty folder, corrupt file,
+an image below the detector's resolution, a file that is not a detector) print one line naming the fix and exit 2.
 """
 from __future__ import annotations
 
@@ -91,53 +93,75 @@ def _load_images(name_or_path: str, resolution: int, split: str = "test"):
     return load_dataset(name_or_path, split, resolution=resolution)
 
 
-def _load_detector(path: str, device: str | None):
-    """The SR-OOD detector at ``path``, or None after a one-line error (missing, not a detector, unsafe)."""
-    from .detector import SROOD
+class _UserError(Exception):
+    """An input the user can fix (a path, a file, a flag); main prints it as one line and exits 2."""
 
-    try:
-        return SROOD.load(path, device=device)
-    except (FileNotFoundError, ValueError) as err:  # UnsafeArtefactError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return None
+
+def _user_errors():
+    """Run the reading half of a command; what the user can fix becomes one ``_UserError`` line. Scoring itself
+    runs outside it, so a bug there still shows its traceback."""
+    import contextlib
+
+    from .data import CorruptDataError, DatasetMissingError, ImageTooSmallError
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except (DatasetMissingError, CorruptDataError, ImageTooSmallError, FileNotFoundError, ValueError) as err:
+            raise _UserError(" ".join(str(err).split())) from None
+
+    return guard()
+
+
+def _detector(args: argparse.Namespace):
+    """The detector a command names: ``--checkpoint``, else the shipped one of ``--id-set``/``--variant``."""
+    from .detector import SROOD
+    from .pipeline import default_detector
+
+    path = args.checkpoint or default_detector(args.id_set, args.variant, args.profile)
+    return SROOD.load(path, device=args.device)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    """Per-image OOD scores of an image folder / zip / named dataset, as CSV."""
+    """Per-image OOD scores of an image, a folder / zip of images or a named dataset, as CSV."""
     import pandas as pd
 
-    from .data import DatasetMissingError
+    from .data import DATASETS, read_image_files
 
-    det = _load_detector(args.checkpoint, args.device)
-    if det is None:
-        return 2
-    try:
-        images = _load_images(args.images, det.generator.resolution)
-    except DatasetMissingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    scores = det.score(images.images)
-    frame = pd.DataFrame({"index": range(len(scores)), "score": scores,
-                          "ood": scores > det.threshold if det.threshold is not None else None})
+    with _user_errors():
+        det = _detector(args)
+        res = det.generator.resolution
+        if args.images in DATASETS and not Path(args.images).exists():
+            images, names, skipped = _load_images(args.images, res).images, None, []
+        else:
+            files = read_image_files(args.images, res, skip_unreadable=args.skip_unreadable, upsample=args.upsample)
+            images, names, skipped = files.images, files.names, files.skipped
+    for name, why in skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    scores = det.score(images)
+    frame = pd.DataFrame({"path": names if names is not None else [f"{args.images}[{i}]" for i in range(len(images))],
+                          "score": scores})
+    if det.threshold is not None:
+        frame["ood"] = scores > det.threshold
+        frame["eps"] = det.threshold
     frame.to_csv(args.out if args.out else sys.stdout, index=False)
+    if args.out:
+        flagged = int(frame["ood"].sum()) if "ood" in frame else 0
+        print(f"scored {len(frame)} images ({flagged} flagged OOD at eps={det.threshold:.4g}, {det.settings()}"
+              f"{f'; {len(skipped)} unreadable skipped' if skipped else ''}) -> {args.out}", file=sys.stderr)
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    """Metrics table of a detector: one ID set against one or more OOD sets."""
-    from .data import DatasetMissingError
+    """Metrics table of a detector: one ID set against one or more OOD sets (the notebooks' metric code)."""
     from .metrics import ood_metrics
 
-    det = _load_detector(args.checkpoint, args.device)
-    if det is None:
-        return 2
-    res = det.generator.resolution
-    try:
+    with _user_errors():
+        det = _detector(args)
+        res = det.generator.resolution
         id_images = _load_images(args.id, res)
         ood = {name: _load_images(name, res) for name in args.ood}
-    except DatasetMissingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     s_id = det.score(id_images.images)
     print("ood,n_id,n_ood,auroc,auroc_ci_lo,auroc_ci_hi,aupr_in,aupr_out,fpr_at_95tpr")
     for name, s in ood.items():
@@ -145,6 +169,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         vals = [m[k] * 100 for k in ("auroc", "auroc_ci_lo", "auroc_ci_hi", "aupr_in", "aupr_out", "fpr_at_95tpr")]
         print(",".join([name, str(m["n_id"]), str(m["n_ood"])] + [f"{v:.2f}" for v in vals]))
     return 0
+
+
+def _add_detector_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="a detector file (notebook 02's cache or detectors/); default: the shipped "
+                                        "detector of --id-set and --variant")
+    p.add_argument("--id-set", default="cifar10", choices=["cifar10", "celeba", "pokemon"],
+                   help="the in-distribution set of the shipped detector (default cifar10)")
+    p.add_argument("--variant", default="sr", choices=["sr", "inpaint", "rec"],
+                   help="the SR-OOD variant of the shipped detector (default sr)")
+    p.add_argument("--profile", default="quick", help="the profile whose shipped detector to use (default quick)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: the detector's config)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,19 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="raw datasets folder (default: $SROOD_DATA_DIR)")
     p.set_defaults(func=_cmd_check_data)
 
-    p = sub.add_parser("score", help="per-image OOD scores (CSV) of an image folder, a zip of one, or a dataset")
-    p.add_argument("--checkpoint", required=True, help="a detector file (detector.pt) from notebook 02")
-    p.add_argument("--images", required=True, help="image folder, .zip of one, or a dataset name (test split)")
+    p = sub.add_parser("score", help="per-image OOD scores (CSV: path, score, ood, eps) of images of one's own")
+    p.add_argument("--images", required=True, help="an image, a folder of images (any depth), a .zip of one, or a "
+                                                    "dataset name (its test split)")
     p.add_argument("--out", help="CSV file to write (default: stdout)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: the detector's config)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out files that cannot be decoded (listed on stderr) instead of stopping")
+    p.add_argument("--upsample", action="store_true",
+                   help="score images smaller than the detector's resolution by enlarging them (refused by default)")
+    _add_detector_args(p)
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("evaluate", help="AUROC, AUPR-In/Out, FPR@95TPR of ID vs. each OOD set (×100)")
-    p.add_argument("--checkpoint", required=True, help="a detector file (detector.pt) from notebook 02")
     p.add_argument("--id", required=True, help="ID test set: dataset name (test split) or image folder / zip")
     p.add_argument("--ood", required=True, nargs="+", help="OOD sets: dataset names or image folders / zips")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: the detector's config)")
+    _add_detector_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("provision-lpips", help="make LPIPS backbone weights available offline")
@@ -194,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,6 +20,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
 
+def project_relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the project (POSIX) when inside it, else absolute: how artefacts name each other."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def cache_dir() -> Path:
     """Where the dataset cache, converted weights and other derived files live (git-ignored).
 

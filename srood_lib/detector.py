@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from srood_lib.config import PROJECT_ROOT, project_relative
 from srood_lib.erosion import parse_erosion
 from srood_lib.metrics import auroc, predict_ood, threshold_at_id_acceptance
 from srood_lib.models.psp import PSPEncoder, RepairNetwork, mix_label
@@ -30,12 +31,17 @@ from srood_lib.models.stylegan2 import Generator
 from srood_lib.outliers import synthetic_outliers
 from srood_lib.perceptual import distance
 from srood_lib.data import to_uint8
+from srood_lib.data.cache import sha256_file
 from srood_lib.runtime import (atomic_torch_save, resolve_device, safe_torch_load, seeded_split, to_float_images,
                                uint8_to_tensor)
 from srood_lib.train_prior import load_prior
 from srood_lib.train_repair import train_repair
 
 DETECTOR_FORMAT = "srood-detector-v2"  # v2: chosen mixing layer, backbone and health gate
+# The compact form (shipped detectors, srood_lib.shipped): the encoder's weights only, int8 or fp16, and the frozen
+# prior named by its file and sha256 instead of copied, so that a detector fits in a few MB of git.
+COMPACT_FORMAT = "srood-detector-compact-v1"
+COMPACT_MODES = ("fp16", "int8")
 _DEFAULT = object()  # "use the detector's own setting"
 
 
@@ -82,6 +88,7 @@ class SROOD:
         self.passes_health: bool | None = None
         self.threshold: float | None = None
         self.selection: pd.DataFrame | None = None
+        self.source = "fitted here"  # where the weights came from (pipeline.fit_detector: cached, shipped, trained)
 
     # ------------------------------------------------------------------------------------------- training
     def fit(self, images: np.ndarray, out_dir: str | os.PathLike, prior_id: str = "", progress: bool = True,
@@ -194,35 +201,66 @@ class SROOD:
                 "repaired": to_uint8(repaired)}
 
     # ------------------------------------------------------------------------------------------- storage
+    def _calibration(self) -> dict:
+        return {"config": self.config, "erosion": self.erosion_name, "mix_from_layer": self.mix_from_layer,
+                "lpips_net": self.lpips_net, "passes_health": self.passes_health, "threshold": self.threshold,
+                "selection": None if self.selection is None else self.selection.to_dict("list")}
+
     def save(self, path: str | os.PathLike) -> Path:
         """One self-contained file: config, generator, encoder, T*, threshold and the T* selection table."""
         net = self._require_net()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save({"format": DETECTOR_FORMAT, "config": self.config, "erosion": self.erosion_name,
-                           "mix_from_layer": self.mix_from_layer, "lpips_net": self.lpips_net,
-                           "passes_health": self.passes_health, "threshold": self.threshold,
-                           "selection": None if self.selection is None else self.selection.to_dict("list"),
+        atomic_torch_save({"format": DETECTOR_FORMAT, **self._calibration(),
                            "G_kwargs": net.generator.init_kwargs, "encoder_kwargs": net.encoder.init_kwargs,
                            "net": {k: v.cpu() for k, v in net.state_dict().items()}}, path)
         return path
 
+    def save_compact(self, path: str | os.PathLike, prior_file: str | os.PathLike, mode: str = "int8") -> Path:
+        """The compact form: as ``save`` but with the encoder's weights only, stored as ``mode`` (``int8``: per
+        output channel, or ``fp16``), and the prior referred to by ``prior_file`` (relative to the project when
+        inside it) and its sha256. Not for networks that fine-tune the generator."""
+        net = self._require_net()
+        if self.config["train"]["train_decoder"]:
+            raise ValueError("a detector that fine-tunes the generator cannot be stored compact; use save()")
+        if mode not in COMPACT_MODES:
+            raise ValueError(f"unknown compact mode {mode!r}; expected one of {COMPACT_MODES}")
+        ref = project_relative(prior_file)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"format": COMPACT_FORMAT, **self._calibration(), "mode": mode, "prior_file": ref,
+                           "prior_sha256": sha256_file(prior_file), "encoder_kwargs": net.encoder.init_kwargs,
+                           "encoder": compact_state(net.encoder.state_dict(), mode)}, path)
+        return path
+
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "SROOD":
+        """A detector written by ``save`` or ``save_compact``."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no detector at {path}; train one (notebook 02_train_repair) or check the path")
         blob = safe_torch_load(path)
-        if not isinstance(blob, dict) or blob.get("format") != DETECTOR_FORMAT:
-            raise ValueError(f"{path} is not an SR-OOD detector file ({DETECTOR_FORMAT})")
+        if not isinstance(blob, dict) or blob.get("format") not in (DETECTOR_FORMAT, COMPACT_FORMAT):
+            raise ValueError(f"{path} is not an SR-OOD detector file ({DETECTOR_FORMAT} or {COMPACT_FORMAT})")
         config = blob["config"]
         if device is not None:
             config = {**config, "device": device}
-        generator = Generator(**blob["G_kwargs"])
-        det = cls(config, generator)
-        net = RepairNetwork(PSPEncoder(**blob["encoder_kwargs"]), generator,
-                            train_decoder=config["train"]["train_decoder"])
-        net.load_state_dict(blob["net"])
+        if blob["format"] == COMPACT_FORMAT:
+            prior_file = Path(blob["prior_file"])
+            prior_file = prior_file if prior_file.is_absolute() else PROJECT_ROOT / prior_file
+            if not prior_file.exists() or sha256_file(prior_file) != blob["prior_sha256"]:
+                raise ValueError(f"{path} needs the prior {prior_file} (sha256 {blob['prior_sha256'][:12]}...), which "
+                                 "is missing or differs; check out the commit the detector was shipped with")
+            generator = load_prior(prior_file, "cpu")
+            encoder = PSPEncoder(**blob["encoder_kwargs"])
+            encoder.load_state_dict(expand_state(blob["encoder"]))
+            net = RepairNetwork(encoder, generator, train_decoder=False)
+        else:
+            generator = Generator(**blob["G_kwargs"])
+            net = RepairNetwork(PSPEncoder(**blob["encoder_kwargs"]), generator,
+                                train_decoder=config["train"]["train_decoder"])
+            net.load_state_dict(blob["net"])
+        det = cls(config, net.generator)
         net.requires_grad_(False)
         det.net = net.eval().to(det.device)
         det.generator = det.net.generator
@@ -230,7 +268,44 @@ class SROOD:
         det.mix_from_layer, det.lpips_net = blob["mix_from_layer"], blob["lpips_net"]
         det.passes_health = blob["passes_health"]
         det.selection = None if blob["selection"] is None else pd.DataFrame(blob["selection"])
+        det.source = f"loaded ({path.name})"
         return det
+
+
+# Tensors this small (biases, norms, per-style scalars) stay float32: they are a rounding error of the file size.
+_QUANTISE_MIN_NUMEL = 1024
+
+
+def compact_state(state: dict[str, torch.Tensor], mode: str) -> dict:
+    """A state dict as plain tensors for ``safe_torch_load``: ``fp16`` halves every large float tensor; ``int8``
+    stores each as int8 with one float32 scale per output channel (symmetric, absmax / 127)."""
+    out = {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        if not t.is_floating_point() or t.numel() < _QUANTISE_MIN_NUMEL:
+            out[name] = {"raw": t.clone()}
+        elif mode == "fp16":
+            out[name] = {"fp16": t.to(torch.float16)}
+        else:
+            rows = t.float().reshape(t.shape[0], -1)
+            scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(t.shape)
+            out[name] = {"int8": q, "scale": scale}
+    return out
+
+
+def expand_state(compact: dict) -> dict[str, torch.Tensor]:
+    """The float32 state dict of ``compact_state``'s output."""
+    out = {}
+    for name, entry in compact.items():
+        if "raw" in entry:
+            out[name] = entry["raw"]
+        elif "fp16" in entry:
+            out[name] = entry["fp16"].float()
+        else:
+            q = entry["int8"]
+            out[name] = (q.float().reshape(q.shape[0], -1) * entry["scale"][:, None]).reshape(q.shape)
+    return out
 
 
 def score_sets(detector: SROOD, sets: dict[str, np.ndarray], **kw) -> dict[str, np.ndarray]:

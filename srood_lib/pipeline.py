@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash
-from srood_lib.data import DatasetMissingError, ImageSet, load_dataset, subsample
+from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash, project_relative
+from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset, subsample
 from srood_lib.detector import SROOD, detector_config
 from srood_lib.models.psp import mix_label  # noqa: F401 - notebooks call pipeline.mix_label
 from srood_lib.report import git_commit
 from srood_lib.rows import evaluate, table_of
+from srood_lib import shipped
 
 VARIANT_METHODS = {"rec": "SR-OOD_Rec", "inpaint": "SR-OOD_Inpaint", "sr": "SR-OOD_SR"}
 
@@ -188,24 +189,96 @@ def validation_ood_sets(cfg: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet,
-                 progress: bool = True) -> SROOD:
-    """Train (or resume, or load when finished) the repair network of one variant, then calibrate it (T*, k,
-    backbone, eps) with the profile's test-time settings; the calibrated detector is cached beside the network,
-    keyed by those settings, so changing them re-calibrates without re-training."""
-    run_dir = detector_path(cfg, variant, prior.prior_id)
+def calibration_key(cfg: dict, variant: str) -> str:
+    """Hash of the test-time settings a detector is calibrated with (T* candidates, mixing and backbone
+    candidates, gate, outliers, validation sets, eps rule): the key of a calibrated detector beside its network."""
     dcfg = detector_config(cfg, variant)
     calibration = {k: v for k, v in dcfg.items() if k not in ("train", "encoder", "train_erosions", "device",
                                                               "batch_size")}
     calibration["validation_ood"] = cfg["detector"]["validation_ood"]
-    final = run_dir / f"detector_{config_hash(calibration)}.pt"
+    return config_hash(calibration)
+
+
+def shipped_detector_file(cfg: dict, variant: str, prior_key: str | None = None) -> Path:
+    """Where the shipped form of this profile's detector would be (``srood_lib.shipped``)."""
+    return shipped.shipped_file(detector_path(cfg, variant, prior_key).name, calibration_key(cfg, variant))
+
+
+def default_detector(id_set: str, variant: str, profile: str = "quick") -> Path:
+    """The shipped detector the CLI uses when no ``--checkpoint`` is given: the profile's (ID set, variant) at its
+    current recipe and calibration. Raises FileNotFoundError naming what is missing and how to make it."""
+    from srood_lib.config import load_config
+
+    cfg = load_config(profile, experiment=id_set)
+    path = shipped_detector_file(cfg, variant)
+    if path.exists():
+        return path
+    stale = shipped.stale_files(id_set, variant, path)
+    why = (f"only {', '.join(p.name for p in stale)}, made by another recipe or calibration" if stale
+           else "none for it")
+    raise FileNotFoundError(f"no shipped {profile} detector for {id_set}/{variant} in {shipped.shipped_dir()} "
+                            f"({why}); run ./run_all.sh --id {id_set} --only 02_train_repair to train it, or pass "
+                            "--checkpoint")
+
+
+def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet,
+                 progress: bool = True) -> SROOD:
+    """Train (or resume, or load when finished) the repair network of one variant, then calibrate it (T*, k,
+    backbone, eps) with the profile's test-time settings; the calibrated detector is cached beside the network,
+    keyed by those settings, so changing them re-calibrates without re-training. Where nothing is cached, a shipped
+    detector with the same keys (``detectors/``) is used instead of training; one with other keys is reported as
+    stale and not used. ``det.source`` says which happened."""
+    run_dir = detector_path(cfg, variant, prior.prior_id)
+    cal = calibration_key(cfg, variant)
+    final = run_dir / f"detector_{cal}.pt"
     if final.exists():
-        return SROOD.load(final, device=None)
-    det = SROOD(dcfg, prior.path)
+        det = SROOD.load(final, device=None)
+        det.source = f"cached ({final.relative_to(checkpoint_dir())})"
+        return det
+    ship = shipped.shipped_file(run_dir.name, cal)
+    if ship.exists():
+        det = SROOD.load(ship, device=None)
+        det.source = f"shipped ({ship.name}, {shipped.record_of(ship).get('mode', '?')})"
+        return det
+    stale = shipped.stale_files(cfg["data"]["id"], variant, ship)
+    det = SROOD(detector_config(cfg, variant), prior.path)
     det.fit(train_images.images, run_dir, prior_id=prior.prior_id, progress=progress,
             validation_ood=validation_ood_sets(cfg))
     det.save(final)
+    det.source = "trained by this run" + (f"; shipped {', '.join(p.name for p in stale)} made by another recipe or "
+                                          "calibration, not used" if stale else "")
     return det
+
+
+def repair_losses_csv(cfg: dict, variant: str, prior: PriorInfo) -> Path | None:
+    """A variant's training losses: beside its network in the cache, or beside its shipped detector."""
+    for candidate in (detector_path(cfg, variant, prior.prior_id) / "losses.csv",
+                      shipped_detector_file(cfg, variant, prior.prior_id).with_suffix(".losses.csv")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet, mode: str = "int8",
+                  device_note: str = "") -> Path:
+    """Write the calibrated detector of ``variant`` (already trained: ``fit_detector``) to ``detectors/`` in its
+    compact form, with its JSON record and losses. The prior must be a stored one (``priors/``)."""
+    if prior.source != "stored checkpoint":
+        raise ValueError(f"ship the prior first (export_prior to priors/): {prior.path} is not a stored prior")
+    run_dir = detector_path(cfg, variant, prior.prior_id)
+    cal = calibration_key(cfg, variant)
+    det = SROOD.load(run_dir / f"detector_{cal}.pt", device="cpu")
+    losses = run_dir / "losses.csv"
+    seconds = None
+    if losses.exists():
+        tail = pd.read_csv(losses)
+        seconds = float(tail["seconds"].iloc[-1]) if len(tail) else None
+    record = {"id": cfg["data"]["id"], "variant": variant, "recipe": repair_recipe(cfg, variant, prior.prior_id),
+              "calibration_key": cal, "settings": det.settings(), "threshold": det.threshold,
+              "data_hash": data_hash(train_images), "commit": git_commit(), "train_seconds": seconds,
+              "device": device_note, "prior_file": project_relative(prior.path)}
+    dest = shipped.shipped_file(run_dir.name, cal)
+    return shipped.write_shipped(det, dest, prior.path, record, losses, mode)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -3,7 +3,9 @@
 For every image of a batch an erosion T_u is drawn uniformly from the variant's set (identity for SR-OOD_Rec,
 bicubic factors for SR-OOD_SR, black-out rectangles for SR-OOD_Inpaint); the loss is
 ``lambda_l2 * L2(R(T_u(x)), x) + lambda_lpips * LPIPS(R(T_u(x)), x)`` (the paper: 1 and 0.8). A lever beyond the
-paper, off (``lambda_delta: 0``) in the faithful recipe: e4e's delta regularisation of the W+ code.
+paper, off in the faithful recipe: e4e's delta regularisation of the W+ code (``lambda_delta``) and pSp's
+W-norm penalty on its offset from w_avg (``lambda_wnorm``). ``lr_decay_fraction`` (0 = constant, pSp's schedule)
+decays the learning rate linearly to 0 over that last share of the steps.
 
 Determinism and resume follow train_prior: the batch order and every random draw of step ``s`` are functions of
 (seed, s), so a killed run resumed from ``repair.pt`` ends with the same weights as an uninterrupted one.
@@ -31,17 +33,31 @@ LOSSES_NAME = "losses.csv"
 CHECKPOINT_FORMAT = "srood-repair-v1"
 LOSS_COLUMNS = ["step", "kimg", "loss", "l2", "lpips", "seconds"]
 LOG_EVERY = 10
-REQUIRED_KEYS = ["batch_size", "kimg", "lr", "adam_betas", "lambda_l2", "lambda_lpips", "lambda_delta", "lpips_net",
-                 "train_decoder", "decoder_lr", "checkpoint_kimg", "bf16", "channels_last"]
+REQUIRED_KEYS = ["batch_size", "kimg", "lr", "lr_decay_fraction", "adam_betas", "lambda_l2", "lambda_lpips",
+                 "lambda_delta", "lambda_wnorm", "lpips_net", "train_decoder", "decoder_lr", "checkpoint_kimg", "bf16",
+                 "channels_last"]
 RESUMABLE_KEYS = ("kimg", "checkpoint_kimg")
-# Levers beyond the paper at their "off" value leave the weights as the paper's loss makes them, so they are not
-# part of a recipe's key: adding a lever never invalidates networks trained without it.
-LEVERS_OFF = {"lambda_delta": 0.0}
+# Settings at their "off" value leave the weights as the recipe without them makes them, so they are not part of
+# a recipe's key: adding a lever or a schedule never invalidates networks trained without it.
+SETTINGS_OFF = {"lambda_delta": 0.0, "lambda_wnorm": 0.0, "lr_decay_fraction": 0.0}
 
 
 def weights_recipe(train_cfg: dict) -> dict:
-    """The training section as it bears on the weights: levers at their off value left out."""
-    return {k: v for k, v in train_cfg.items() if not (k in LEVERS_OFF and v == LEVERS_OFF[k])}
+    """The training section as it bears on the weights: settings at their off value left out."""
+    return {k: v for k, v in train_cfg.items() if not (k in SETTINGS_OFF and v == SETTINGS_OFF[k])}
+
+
+def resumable_keys(train_cfg: dict) -> tuple[str, ...]:
+    """Keys a run may change and resume: ``kimg`` only while the schedule does not depend on the total length."""
+    return RESUMABLE_KEYS if not train_cfg.get("lr_decay_fraction") else ("checkpoint_kimg",)
+
+
+def lr_factor(step: int, total_steps: int, decay_fraction: float) -> float:
+    """Multiplier of the base learning rate at ``step``: 1, then linear to 0 over the last ``decay_fraction``."""
+    if decay_fraction <= 0:
+        return 1.0
+    start = total_steps * (1.0 - decay_fraction)
+    return 1.0 if step < start else max(0.0, (total_steps - step) / (total_steps - start))
 
 
 def check_train_cfg(cfg: dict) -> None:
@@ -68,8 +84,14 @@ def delta_penalty(wplus: torch.Tensor) -> torch.Tensor:
     return (wplus[:, 1:] - wplus[:, :1]).float().norm(dim=-1).sum(dim=1).mean()
 
 
+def wnorm_penalty(wplus: torch.Tensor, w_avg: torch.Tensor) -> torch.Tensor:
+    """pSp's W-norm loss (BEYOND THE PAPER): batch mean of ||w+ - w_avg||_F, which pulls codes towards the
+    prior's typical region, where its images have no off-manifold artefacts."""
+    return (wplus.float() - w_avg.float().reshape(1, 1, -1)).flatten(1).norm(dim=1).mean()
+
+
 def _recipe(train_cfg: dict, encoder_cfg: dict, erosions: list[str], prior_id: str) -> dict:
-    train = {k: v for k, v in weights_recipe(train_cfg).items() if k not in RESUMABLE_KEYS}
+    train = {k: v for k, v in weights_recipe(train_cfg).items() if k not in resumable_keys(train_cfg)}
     return {"train": train, "encoder": encoder_cfg,
             "erosions": list(erosions), "prior": prior_id}
 
@@ -99,6 +121,7 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     if train_cfg["train_decoder"]:
         groups.append({"params": net.generator.parameters(), "lr": train_cfg["decoder_lr"]})
     opt = torch.optim.Adam(groups, betas=tuple(train_cfg["adam_betas"]))
+    base_lrs = [g["lr"] for g in opt.param_groups]
 
     step = 0
     if ckpt_path.exists():
@@ -161,6 +184,10 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
         loss, l2, lp = repair_loss(repaired.float(), real, train_cfg)
         if train_cfg["lambda_delta"]:
             loss = loss + train_cfg["lambda_delta"] * delta_penalty(wplus)
+        if train_cfg["lambda_wnorm"]:
+            loss = loss + train_cfg["lambda_wnorm"] * wnorm_penalty(wplus, net.generator.w_avg)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(step, total_steps, train_cfg["lr_decay_fraction"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

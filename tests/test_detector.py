@@ -104,31 +104,50 @@ def test_unfitted_detector_says_what_to_do():
         SROOD(config(), G).score(smooth_images(2, 0))
 
 
-def test_cli_score_and_evaluate_on_image_folders(fitted, tmp_path, monkeypatch, capsys):
-    from PIL import Image
+def _prior_file(generator, path):
+    """A prior checkpoint holding ``generator`` as its EMA generator (what priors/ files are)."""
+    from srood_lib.runtime import atomic_torch_save
+    from srood_lib.train_prior import CHECKPOINT_FORMAT
 
-    from srood_lib.__main__ import main
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "G_kwargs": generator.init_kwargs,
+                       "G_ema": generator.state_dict()}, path)
+    return path
 
-    monkeypatch.setenv("SROOD_CACHE_DIR", str(tmp_path / "cache"))
-    for name, imgs in {"id": smooth_images(6, 5), "noise": np.random.default_rng(0).integers(
-            0, 256, (6, 32, 32, 3), dtype=np.uint8)}.items():
-        (tmp_path / name).mkdir()
-        for i, img in enumerate(imgs):
-            Image.fromarray(img).save(tmp_path / name / f"{i}.png")
-    ckpt = fitted.save(tmp_path / "d.pt")
-    assert main(["score", "--checkpoint", str(ckpt), "--images", str(tmp_path / "id"),
-                 "--out", str(tmp_path / "s.csv")]) == 0
-    import pandas as pd
-    scores = pd.read_csv(tmp_path / "s.csv")
-    assert len(scores) == 6 and np.allclose(scores["score"], fitted.score(smooth_images(6, 5)), atol=1e-6)
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--id", str(tmp_path / "id"), "--ood",
-                 str(tmp_path / "noise"), "--n-boot", "10"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("ood,n_id,n_ood,auroc") and lines[1].split(",")[1:3] == ["6", "6"]
-    assert main(["score", "--checkpoint", str(ckpt), "--images", str(tmp_path / "nowhere")]) == 2
-    # a checkpoint that is not a detector (here: an image) and one that is missing: one line each, exit 2
-    capsys.readouterr()
-    for bad in (tmp_path / "id" / "0.png", tmp_path / "missing.pt"):
-        assert main(["score", "--checkpoint", str(bad), "--images", str(tmp_path / "id")]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and "\n" not in err and str(bad) in err
+
+@pytest.mark.parametrize("mode, tol", [("fp16", 2e-3), ("int8", 2e-2)])
+def test_compact_detector_is_smaller_and_scores_like_the_full_one(fitted, tmp_path, mode, tol):
+    prior = _prior_file(fitted.generator, tmp_path / "prior.pt")
+    full = fitted.save(tmp_path / "full.pt")
+    small = fitted.save_compact(tmp_path / f"{mode}.pt", prior, mode=mode)
+    assert small.stat().st_size < full.stat().st_size * (0.75 if mode == "fp16" else 0.5)
+    loaded = SROOD.load(small)
+    assert (loaded.erosion_name, loaded.mix_from_layer, loaded.lpips_net, loaded.threshold) == (
+        fitted.erosion_name, fitted.mix_from_layer, fitted.lpips_net, fitted.threshold)
+    imgs = np.concatenate([smooth_images(8, 11), np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3),
+                                                                                       dtype=np.uint8)])
+    ref, got = fitted.score(imgs), loaded.score(imgs)
+    assert 0 < np.max(np.abs(got - ref)) <= tol * np.max(np.abs(ref))  # rounded, not copied, and close
+
+
+def test_compact_state_round_trip_error_is_bounded_per_channel():
+    from srood_lib.detector import compact_state, expand_state
+
+    torch.manual_seed(0)
+    state = {"w": torch.randn(64, 32, 3, 3) * torch.logspace(-3, 1, 64).reshape(-1, 1, 1, 1),
+             "b": torch.randn(64), "steps": torch.tensor(7)}
+    back = expand_state(compact_state(state, "int8"))
+    assert torch.equal(back["b"], state["b"]) and torch.equal(back["steps"], state["steps"])
+    err = (back["w"] - state["w"]).abs().flatten(1).amax(1)
+    assert torch.all(err <= state["w"].abs().flatten(1).amax(1) / 254 + 1e-9)  # half a step of absmax / 127
+    assert torch.allclose(expand_state(compact_state(state, "fp16"))["w"], state["w"], rtol=1e-3, atol=1e-6)
+
+
+def test_compact_detector_refuses_a_missing_or_changed_prior(fitted, tmp_path):
+    prior = _prior_file(fitted.generator, tmp_path / "prior.pt")
+    small = fitted.save_compact(tmp_path / "d.pt", prior)
+    with open(prior, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="needs the prior"):
+        SROOD.load(small)
+    with pytest.raises(ValueError, match="compact mode"):
+        fitted.save_compact(tmp_path / "e.pt", prior, mode="int4")

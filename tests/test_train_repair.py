@@ -14,8 +14,8 @@ ENCODER = dict(stem_channels=8, stage_channels=[8, 16, 16], blocks_per_stage=[1,
 
 
 def train_cfg(**kw):
-    cfg = dict(batch_size=8, kimg=0.048, lr=1e-3, adam_betas=[0.9, 0.999], lambda_l2=1.0, lambda_lpips=0.8, lambda_delta=0.0,
-               lpips_net="alex", train_decoder=False, decoder_lr=1e-4, checkpoint_kimg=0.016, bf16=True,
+    cfg = dict(batch_size=8, kimg=0.048, lr=1e-3, adam_betas=[0.9, 0.999], lambda_l2=1.0, lambda_lpips=0.8,
+               lambda_delta=0.0, lambda_wnorm=0.0, lr_decay_fraction=0.0, lpips_net="alex", train_decoder=False, decoder_lr=1e-4, checkpoint_kimg=0.016, bf16=True,
                channels_last=True)
     cfg.update(kw)
     return cfg
@@ -101,8 +101,41 @@ def test_delta_penalty_is_zero_for_a_code_in_w_and_grows_with_the_spread():
     assert abs(delta_penalty(spread).item() - 3.0) < 1e-5
 
 
-def test_a_lever_at_its_off_value_is_not_part_of_the_recipe():
+def test_a_setting_at_its_off_value_is_not_part_of_the_recipe():
     from srood_lib.train_repair import weights_recipe
 
-    assert "lambda_delta" not in weights_recipe(train_cfg(lambda_delta=0.0))
-    assert weights_recipe(train_cfg(lambda_delta=0.1))["lambda_delta"] == 0.1
+    for key in ("lambda_delta", "lambda_wnorm", "lr_decay_fraction"):
+        assert key not in weights_recipe(train_cfg(**{key: 0.0}))
+        assert weights_recipe(train_cfg(**{key: 0.1}))[key] == 0.1
+
+
+def test_wnorm_penalty_is_the_mean_frobenius_distance_to_w_avg():
+    from srood_lib.train_repair import wnorm_penalty
+
+    w_avg = torch.randn(16)
+    w = w_avg.reshape(1, 1, -1).repeat(2, 6, 1)
+    assert wnorm_penalty(w, w_avg).item() == 0.0
+    w[0] += 0.5                                           # 6 x 16 entries moved by 0.5: norm sqrt(96) / 2
+    assert abs(wnorm_penalty(w, w_avg).item() - (96 ** 0.5 / 2) / 2) < 1e-5
+
+
+def test_lr_decays_linearly_to_zero_over_the_last_fraction_only():
+    from srood_lib.train_repair import lr_factor
+
+    assert [lr_factor(s, 10, 0.0) for s in (0, 9)] == [1.0, 1.0]
+    assert [round(lr_factor(s, 10, 0.5), 6) for s in (0, 4, 5, 6, 8, 10)] == [1.0, 1.0, 1.0, 0.8, 0.4, 0.0]
+
+
+def test_with_a_decaying_lr_a_longer_budget_is_another_recipe(images, tmp_path):
+    # the schedule depends on the total length, so kimg=0.064 resumed from kimg=0.048 would not equal a fresh run
+    decay = dict(lr_decay_fraction=0.5)
+    train_repair(images, generator(), train_cfg(**decay), ENCODER, ["identity"], tmp_path, seed=0, device="cpu",
+                 progress=False)
+    with pytest.raises(ValueError, match="another recipe"):
+        train_repair(images, generator(), train_cfg(kimg=0.064, **decay), ENCODER, ["identity"], tmp_path, seed=0,
+                     device="cpu", progress=False)
+    # constant lr: the same folder resumes to the longer budget
+    train_repair(images, generator(), train_cfg(), ENCODER, ["identity"], tmp_path / "c", seed=0, device="cpu",
+                 progress=False)
+    train_repair(images, generator(), train_cfg(kimg=0.064), ENCODER, ["identity"], tmp_path / "c", seed=0,
+                 device="cpu", progress=False)

@@ -13,8 +13,8 @@ import numpy as np
 from ..config import local_data_dir
 from .cache import entry_paths, load_entry, raw_dir, save_entry, sha256_file
 from .download import fetch, official_url
-from .errors import DatasetMissingError
-from .images import IMAGE_EXTENSIONS
+from .errors import CorruptDataError, DatasetMissingError, ImageTooSmallError
+from .images import IMAGE_EXTENSIONS, crop_and_resize, decode_image, to_rgb
 from .registry import DATASETS, DatasetSpec, get_spec
 from .sources import Built, build_from_layout, decode_files
 from .trees import ImageTree
@@ -112,6 +112,61 @@ def load_image_folder(path: str | os.PathLike, resolution: int = 32, progress: b
     labels = np.full(len(images), -1, dtype=np.int64)
     manifest = save_entry(npz_path, json_path, images, labels, manifest)
     return ImageSet(images, labels, manifest, path.stem, "all")
+
+
+@dataclass
+class ImageFiles:
+    """A user's images as scored: uint8 (N, R, R, 3), each one's relative path, and the files left out (path,
+    reason)."""
+
+    images: np.ndarray
+    names: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def read_image_files(path: str | os.PathLike, resolution: int, skip_unreadable: bool = False,
+                     upsample: bool = False, progress: bool = True) -> ImageFiles:
+    """One image file, a folder of images or a .zip of one, prepared like every dataset (RGB, centre square crop,
+    bicubic resize), uncached, keeping every file's relative path.
+
+    A file that cannot be decoded raises ``CorruptDataError`` naming it, or is skipped (and listed) with
+    ``skip_unreadable``. An image whose shorter side is below ``resolution`` raises ``ImageTooSmallError`` unless
+    ``upsample``: repairing detail the file never had would score the resize, not the image.
+    """
+    from tqdm.auto import tqdm
+
+    resolution = _check_resolution(resolution)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetMissingError(f"{path} does not exist; pass an image file, a folder of images or a .zip of one")
+    single = path.is_file() and path.suffix.lower() != ".zip"
+    if single and path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise ValueError(f"{path} is neither an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) nor a .zip of images")
+    tree = ImageTree(path.parent if single else path)
+    with tree:
+        names = [path.name] if single else tree.names()
+        if not names:
+            raise DatasetMissingError(f"{path} holds no image files (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        kept, arrays, skipped = [], [], []
+        for name in tqdm(names, desc="read", unit="img", disable=not progress or len(names) < 100):
+            where = tree.where(name)
+            try:
+                image = to_rgb(decode_image(tree.read(name), where), where)
+            except CorruptDataError as err:
+                if not skip_unreadable:
+                    raise CorruptDataError(f"{err} (or pass --skip-unreadable to leave such files out)",
+                                           where) from None
+                skipped.append((name, str(err)))
+                continue
+            if min(image.size) < resolution and not upsample:
+                raise ImageTooSmallError(f"{where} is {image.size[0]}x{image.size[1]} px, smaller than the detector's "
+                                         f"{resolution} px; pass images at least {resolution} px on a side (or "
+                                         "--upsample to enlarge them anyway)", where)
+            kept.append(name)
+            arrays.append(crop_and_resize(image, resolution, "center_square"))
+    if not kept:
+        raise DatasetMissingError(f"none of the {len(names)} image files under {path} could be read")
+    return ImageFiles(np.stack(arrays), kept, skipped)
 
 
 def _build(spec: DatasetSpec, split: str, resolution: int, data_dir, download: bool, progress: bool) -> Built:

@@ -1,4 +1,4 @@
-"""The two ways loading data can fail, each with a message that names the fix."""
+"""The ways loading data can fail, each with a message that names the fix."""
 from __future__ import annotations
 
 
@@ -12,6 +12,14 @@ class DatasetMissingError(FileNotFoundError):
 
 class CorruptDataError(ValueError):
     """A file exists but cannot be read (corrupt, truncated, wrong format); ``.path`` names it."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class ImageTooSmallError(ValueError):
+    """An image is smaller than the resolution it would be scored at (upsampling would invent its detail)."""
 
     def __init__(self, message: str, path: str | None = None):
         super().__init__(message)

@@ -1,0 +1,69 @@
+"""Shipped detectors: pipeline.fit_detector uses a shipped file whose keys match instead of training, reports one
+with other keys as stale (and trains), and ship_detector writes the compact file with its record and losses."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from srood_lib import pipeline, shipped
+from srood_lib.config import load_config
+from srood_lib.data import ImageSet
+from srood_lib.models.stylegan2 import Generator
+
+from test_detector import _prior_file, smooth_images
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("SROOD_SHIPPED_DIR", str(tmp_path / "detectors"))
+    cfg = load_config("smoke", {"detector.validation_ood": [], "detector.mix_from_layer": [None],
+                                "detector.lpips_net": ["alex"], "repair.train.kimg": 0.064},
+                      experiment="celeba")
+    torch.manual_seed(0)
+    G = Generator(32, **{k: v for k, v in cfg["prior"]["generator"].items() if k != "mapping_lr_mul"}).eval()
+    prior = pipeline.PriorInfo(_prior_file(G, tmp_path / "prior.pt"), "testprior@1kimg", "stored checkpoint")
+    images = smooth_images(96, 0)
+    train = ImageSet(images, np.full(96, -1), {"name": "celeba", "split": "train", "resolution": 32, "sha256": "t"}, "celeba", "train")
+    return cfg, prior, train, tmp_path
+
+
+def test_a_shipped_detector_with_matching_keys_is_used_instead_of_training(env):
+    cfg, prior, train, tmp = env
+    trained = pipeline.fit_detector(cfg, "sr", prior, train)
+    assert trained.source == "trained by this run"
+    path = pipeline.ship_detector(cfg, "sr", prior, train, mode="int8", device_note="cpu (test)")
+    assert path == pipeline.shipped_detector_file(cfg, "sr", prior.prior_id) and path.exists()
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["mode"] == "int8" and record["bytes"] == path.stat().st_size and record["variant"] == "sr"
+    assert record["recipe"] == pipeline.repair_recipe(cfg, "sr", prior.prior_id) and record["data_hash"]
+    assert path.with_suffix(".losses.csv").exists()
+
+    shutil.rmtree(tmp / "checkpoints")                    # a fresh clone: nothing cached, the shipped file present
+    used = pipeline.fit_detector(cfg, "sr", prior, train)
+    assert used.source.startswith("shipped (") and not (tmp / "checkpoints").exists()
+    assert (used.erosion_name, used.threshold) == (trained.erosion_name, trained.threshold)
+    imgs = smooth_images(8, 3)
+    assert np.allclose(used.score(imgs), trained.score(imgs), atol=5e-3)
+    assert pipeline.repair_losses_csv(cfg, "sr", prior) == path.with_suffix(".losses.csv")
+
+
+def test_a_shipped_detector_of_another_recipe_is_reported_stale_and_not_used(env):
+    cfg, prior, train, tmp = env
+    pipeline.fit_detector(cfg, "sr", prior, train)
+    old = pipeline.ship_detector(cfg, "sr", prior, train)
+    cfg["repair"]["train"]["lr"] = 2 * cfg["repair"]["train"]["lr"]   # another recipe: another key
+    assert pipeline.shipped_detector_file(cfg, "sr", prior.prior_id) != old
+    det = pipeline.fit_detector(cfg, "sr", prior, train)
+    assert det.source.startswith("trained by this run") and old.name in det.source and "not used" in det.source
+    assert shipped.stale_files("celeba", "sr", pipeline.shipped_detector_file(cfg, "sr", prior.prior_id)) == [old]
+
+
+def test_only_a_stored_prior_can_back_a_shipped_detector(env):
+    cfg, prior, train, _ = env
+    pipeline.fit_detector(cfg, "sr", prior, train)
+    trained_prior = pipeline.PriorInfo(prior.path, prior.prior_id, "trained by this run")
+    with pytest.raises(ValueError, match="ship the prior first"):
+        pipeline.ship_detector(cfg, "sr", trained_prior, train)
