@@ -9,7 +9,9 @@
 #   ./run_all.sh --set prior.kimg=20  override any (nested) config key for this run
 #   ./run_all.sh -p seed 1            papermill-style override of a top-level key
 #   ./run_all.sh --data-dir DIR       where the raw datasets are (same as SROOD_DATA_DIR=DIR)
-#   ./run_all.sh --download           fetch missing datasets from their official sources (needs internet)
+#   ./run_all.sh --offline            never download; by default missing datasets are fetched from their
+#                                     official sources (needs internet; offline the attempt fails at once and the
+#                                     error lists every place looked)
 #
 # Results land in results/<profile>/ (00_data, the report) and results/<profile>/<id_set>/ (one folder per ID
 # set: executed notebooks, their HTML, CSV tables, PNG figures and the resolved config they ran with). A failing
@@ -25,7 +27,7 @@ sets=()
 params=()
 pytest_args=()
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -36,7 +38,8 @@ while [[ $# -gt 0 ]]; do
     --set) sets+=("${2:?--set needs key=value}"); shift 2 ;;
     -p) params+=("-p" "${2:?-p needs a key}" "${3:?-p needs a value}"); shift 3 ;;
     --data-dir) export SROOD_DATA_DIR="${2:?--data-dir needs a path}"; shift 2 ;;
-    --download) export SROOD_DOWNLOAD=1; shift ;;
+    --download) export SROOD_DOWNLOAD=1; shift ;;   # the default; kept for old command lines
+    --offline) export SROOD_DOWNLOAD=0; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; pytest_args+=("$@"); break ;;
     *) echo "run_all.sh: unknown argument '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;
@@ -85,6 +88,7 @@ fi
 # Main job: resolve each ID experiment's config and check its data (both fail fast, before any notebook runs),
 # then run the notebooks with papermill: 00_data, each experiment's own notebooks, the report.
 # ---------------------------------------------------------------------------------------------------------------
+export SROOD_DOWNLOAD="${SROOD_DOWNLOAD:-1}"  # fetch what is missing, unless --offline
 # Absolute, so the notebooks (run with cwd notebooks/) write where this script reads.
 mkdir -p "${SROOD_RESULTS_DIR:-results}"
 SROOD_RESULTS_DIR="$(cd "${SROOD_RESULTS_DIR:-results}" && pwd)"
@@ -131,8 +135,10 @@ run_notebook() {  # run_notebook NAME DEST_DIR RESOLVED_CONFIG [papermill args..
   echo "==> $label"
   local log="$dest/$name.log"
   set +e
-  "$py" -m papermill "notebooks/$name.ipynb" "$dest/$name.ipynb" -f "$resolved" "$@" "${params[@]+"${params[@]}"}" \
-        --cwd notebooks --progress-bar 2>&1 | tee "$log"
+  # --log-output streams each cell's output here as it runs; SROOD_PROGRESS=log makes the library's progress bars
+  # plain text for it (srood_lib/progress.py), so long training shows its step counter on this terminal.
+  SROOD_PROGRESS=log "$py" -m papermill "notebooks/$name.ipynb" "$dest/$name.ipynb" -f "$resolved" "$@" \
+        "${params[@]+"${params[@]}"}" --cwd notebooks --progress-bar --log-output 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   set -e
   if [[ $rc -ne 0 ]]; then

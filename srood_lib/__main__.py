@@ -171,6 +171,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train the prior, or one variant's repair network, of a profile's ID experiment into the folders the notebooks
+    use; under ``torchrun --nproc_per_node=N`` the N processes share each batch (srood_lib.distributed). Notebook
+    01/02 then find the finished run (02 calibrates the detector on one process)."""
+    from . import pipeline
+    from .config import load_config
+    from .data import DatasetMissingError
+    from .distributed import world
+
+    try:
+        cfg = load_config(args.profile, args.set, experiment=args.id_set)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        print(f"error: bad --profile/--id-set/--set: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    me = world(cfg["device"])
+    try:
+        train, _ = pipeline.id_sets(cfg)
+    except DatasetMissingError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    say = print if me.main else (lambda *a, **k: None)
+    if args.command == "train-prior":
+        prior = pipeline.ensure_prior(cfg, train, progress=me.main)
+        say(f"prior {prior.prior_id}: {prior.source} -> {prior.path}")
+    else:
+        prior = pipeline.ensure_prior(cfg, train, progress=me.main)
+        run = pipeline.train_repair_network(cfg, args.variant, prior, train, progress=me.main)
+        say(f"repair network {args.variant} on prior {prior.prior_id}: trained -> {run}; notebook 02 calibrates it")
+    return 0
+
+
 def _add_detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="a detector file (notebook 02's cache or detectors/); default: the shipped "
                                         "detector of --id-set and --variant")
@@ -223,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
     _add_detector_args(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    for name, what in (("train-prior", "the generative prior"), ("train-repair", "one variant's repair network")):
+        p = sub.add_parser(name, help=f"train {what} of a profile (torchrun --nproc_per_node=N for N processes)")
+        p.add_argument("--profile", default="quick", help="smoke | quick | paper, or a path to a YAML file")
+        p.add_argument("--id-set", help="the ID experiment (default: the profile's first)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+        if name == "train-repair":
+            p.add_argument("--variant", required=True, choices=["sr", "inpaint", "rec"])
+        p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("provision-lpips", help="make LPIPS backbone weights available offline")
     p.add_argument("--nets", nargs="+", default=["alex", "vgg"], choices=["alex", "vgg"])

@@ -32,8 +32,8 @@ from srood_lib.outliers import synthetic_outliers
 from srood_lib.perceptual import distance
 from srood_lib.data import to_uint8
 from srood_lib.data.cache import sha256_file
-from srood_lib.runtime import (atomic_torch_save, resolve_device, safe_torch_load, seeded_split, to_float_images,
-                               uint8_to_tensor)
+from srood_lib.runtime import (atomic_torch_save, compact_state, expand_state, resolve_device, safe_torch_load,
+                               seeded_split, to_float_images, uint8_to_tensor)
 from srood_lib.train_prior import load_prior
 from srood_lib.train_repair import train_repair
 
@@ -270,42 +270,6 @@ class SROOD:
         det.selection = None if blob["selection"] is None else pd.DataFrame(blob["selection"])
         det.source = f"loaded ({path.name})"
         return det
-
-
-# Tensors this small (biases, norms, per-style scalars) stay float32: they are a rounding error of the file size.
-_QUANTISE_MIN_NUMEL = 1024
-
-
-def compact_state(state: dict[str, torch.Tensor], mode: str) -> dict:
-    """A state dict as plain tensors for ``safe_torch_load``: ``fp16`` halves every large float tensor; ``int8``
-    stores each as int8 with one float32 scale per output channel (symmetric, absmax / 127)."""
-    out = {}
-    for name, t in state.items():
-        t = t.detach().cpu()
-        if not t.is_floating_point() or t.numel() < _QUANTISE_MIN_NUMEL:
-            out[name] = {"raw": t.clone()}
-        elif mode == "fp16":
-            out[name] = {"fp16": t.to(torch.float16)}
-        else:
-            rows = t.float().reshape(t.shape[0], -1)
-            scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
-            q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(t.shape)
-            out[name] = {"int8": q, "scale": scale}
-    return out
-
-
-def expand_state(compact: dict) -> dict[str, torch.Tensor]:
-    """The float32 state dict of ``compact_state``'s output."""
-    out = {}
-    for name, entry in compact.items():
-        if "raw" in entry:
-            out[name] = entry["raw"]
-        elif "fp16" in entry:
-            out[name] = entry["fp16"].float()
-        else:
-            q = entry["int8"]
-            out[name] = (q.float().reshape(q.shape[0], -1) * entry["scale"][:, None]).reshape(q.shape)
-    return out
 
 
 def score_sets(detector: SROOD, sets: dict[str, np.ndarray], **kw) -> dict[str, np.ndarray]:

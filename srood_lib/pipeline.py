@@ -250,6 +250,23 @@ def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageS
     return det
 
 
+def train_repair_network(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet,
+                         progress: bool = True) -> Path:
+    """Algorithm 1 alone, exactly as ``fit_detector`` runs it (same images, held-out split, folder and seed), so a
+    network trained here — e.g. by several processes under torchrun — is the one notebook 02 then calibrates."""
+    from srood_lib.detector import split_validation
+    from srood_lib.train_prior import load_prior
+    from srood_lib.train_repair import train_repair
+
+    dcfg = detector_config(cfg, variant)
+    run_dir = detector_path(cfg, variant, prior.prior_id)
+    train, _ = split_validation(train_images.images, dcfg["n_val"], dcfg["seed"])
+    train_repair(train, load_prior(prior.path, dcfg["device"]), dcfg["train"], dcfg["encoder"],
+                 dcfg["train_erosions"], run_dir, seed=dcfg["seed"], device=dcfg["device"], prior_id=prior.prior_id,
+                 progress=progress)
+    return run_dir
+
+
 def repair_losses_csv(cfg: dict, variant: str, prior: PriorInfo) -> Path | None:
     """A variant's training losses: beside its network in the cache, or beside its shipped detector."""
     for candidate in (detector_path(cfg, variant, prior.prior_id) / "losses.csv",

@@ -114,3 +114,39 @@ def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+# Tensors this small (biases, norms, per-style scalars) stay float32: they are a rounding error of the file size.
+_QUANTISE_MIN_NUMEL = 1024
+
+
+def compact_state(state: dict[str, torch.Tensor], mode: str) -> dict:
+    """A state dict as plain tensors for ``safe_torch_load``: ``fp16`` halves every large float tensor; ``int8``
+    stores each as int8 with one float32 scale per output channel (symmetric, absmax / 127)."""
+    out = {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        if not t.is_floating_point() or t.numel() < _QUANTISE_MIN_NUMEL:
+            out[name] = {"raw": t.clone()}
+        elif mode == "fp16":
+            out[name] = {"fp16": t.to(torch.float16)}
+        else:
+            rows = t.float().reshape(t.shape[0], -1)
+            scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(t.shape)
+            out[name] = {"int8": q, "scale": scale}
+    return out
+
+
+def expand_state(compact: dict) -> dict[str, torch.Tensor]:
+    """The float32 state dict of ``compact_state``'s output."""
+    out = {}
+    for name, entry in compact.items():
+        if "raw" in entry:
+            out[name] = entry["raw"]
+        elif "fp16" in entry:
+            out[name] = entry["fp16"].float()
+        else:
+            q = entry["int8"]
+            out[name] = (q.float().reshape(q.shape[0], -1) * entry["scale"][:, None]).reshape(q.shape)
+    return out

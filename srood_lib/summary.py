@@ -5,7 +5,7 @@ It reads only what the other notebooks wrote to ``results/<profile>/`` and its I
 without running anything. A cell is one of:
 
 - ``ours``: computed by this workbook (the row's profile, seed, commit and data hash say how);
-- ``needs online data``: the OOD set is not present here (``./run_all.sh --download`` fetches it);
+- ``needs online data``: the OOD set is not present here (``./run_all.sh`` fetches it on a machine with internet);
 - ``quoted from the paper``: no run of ours, the paper's number with the reason (e.g. a withdrawn dataset, or a
   table the workbook has not reproduced yet).
 """

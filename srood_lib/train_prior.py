@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from srood_lib.config import config_hash, require_keys
+from srood_lib.distributed import World, world as distributed_world
 from srood_lib.data import to_uint8
 from srood_lib.models.stylegan2 import Discriminator, Generator
 from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load,
@@ -208,17 +209,18 @@ def _mixing_plan(cfg: dict, n_latent: int, seed: int, step: int) -> int | None:
 
 
 def train_step(G, D, G_opt, D_opt, real: torch.Tensor, cfg: dict, step: int, seed: int,
-               device: torch.device, use_bf16: bool) -> torch.Tensor:
+               device: torch.device, use_bf16: bool, world: World = World()) -> torch.Tensor:
     """One G update and one D update (with R1 every ``r1_interval`` steps). Returns the step's stats tensor.
 
     The fake batch is generated once: D trains on it detached, then G's loss reuses the same graph (saves one
-    generator forward per step).
+    generator forward per step). ``real`` is this process's shard of the global batch (``srood_lib.distributed``):
+    latents are drawn for the whole global batch and sharded, gradients averaged over the processes.
     """
-    batch = real.shape[0]
+    batch = real.shape[0] * world.size
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
     crossover = _mixing_plan(cfg, G.n_latent, seed, step)
-    z = torch.randn(batch, G.z_dim, device=device)
-    z2 = torch.randn(batch, G.z_dim, device=device) if crossover is not None else None
+    z = world.shard(torch.randn(batch, G.z_dim, device=device))
+    z2 = world.shard(torch.randn(batch, G.z_dim, device=device)) if crossover is not None else None
     policy = cfg["diffaug"]
 
     # Generator forward (kept for the G step).
@@ -245,6 +247,7 @@ def train_step(G, D, G_opt, D_opt, real: torch.Tensor, cfg: dict, step: int, see
         d_total = d_loss
     D_opt.zero_grad(set_to_none=True)
     d_total.backward()
+    world.average_gradients(D.parameters())
     D_opt.step()
 
     # Generator step: non-saturating loss through the just-updated D (its weights frozen for this pass).
@@ -254,11 +257,12 @@ def train_step(G, D, G_opt, D_opt, real: torch.Tensor, cfg: dict, step: int, see
     g_loss = F.softplus(-gen_logits.float()).mean()
     G_opt.zero_grad(set_to_none=True)
     g_loss.backward()
+    world.average_gradients(G.parameters())
     G_opt.step()
-    G.update_w_avg(wplus[:, 0], cfg["w_avg_beta"])
+    G.update_w_avg(world.average(wplus[:, 0].detach().float().mean(dim=0, keepdim=True)), cfg["w_avg_beta"])
 
-    return torch.stack([d_loss.detach(), g_loss.detach(), r1_penalty.detach(),
-                        real_logits.detach().float().mean(), fake_logits.detach().float().mean()])
+    return world.average(torch.stack([d_loss.detach(), g_loss.detach(), r1_penalty.detach(),
+                                      real_logits.detach().float().mean(), fake_logits.detach().float().mean()]))
 
 
 def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike, seed: int,
@@ -273,11 +277,13 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
     CPU both are ignored (fp32, NCHW).
     """
     check_cfg(cfg)
+    world = distributed_world(device)  # under torchrun: this process's share of the work (srood_lib.distributed)
     device = resolve_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_file, losses_file = out_dir / CHECKPOINT_NAME, out_dir / LOSSES_NAME
     resolution, batch = int(cfg["resolution"]), int(cfg["batch_size"])
+    world.check_batch(batch)
     images_u8 = uint8_to_tensor(images_uint8)
     if images_u8.shape[-1] != resolution or images_u8.shape[-2] != resolution:
         raise ValueError(f"images are {images_u8.shape[-2]}x{images_u8.shape[-1]} but prior.resolution is "
@@ -315,13 +321,16 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
         G_opt.load_state_dict(ckpt["G_opt"])
         D_opt.load_state_dict(ckpt["D_opt"])
         del ckpt
-    _write_losses_csv(losses_file, history, "w")  # drops rows a killed run wrote after its last checkpoint
+    if world.main:
+        _write_losses_csv(losses_file, history, "w")  # drops rows a killed run wrote after its last checkpoint
     G.train()
     D.train()
     images_u8 = images_u8.to(device)
     order = EpochOrder(images_u8.shape[0], batch, seed)
 
     def save(current_step: int, seconds: float) -> None:
+        if not world.main:
+            return
         atomic_torch_save(dict(
             format=CHECKPOINT_FORMAT, cfg=copy.deepcopy(cfg), recipe_hash=recipe_hash(cfg), seed=seed,
             data=fingerprint, n_images=int(images_u8.shape[0]), step=current_step, nimg=current_step * batch,
@@ -333,8 +342,8 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
         ), ckpt_file)
 
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    if progress and world.main:
+        from srood_lib.progress import tqdm
         bar = tqdm(total=total_steps, initial=step, desc="prior", unit="step", dynamic_ncols=True)
     pending: list[tuple[int, float, torch.Tensor]] = []  # (step, wall seconds so far, stats)
     start, start_step = time.time(), step
@@ -345,7 +354,8 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
         stats = torch.stack([s for _, _, s in pending]).cpu().tolist()
         rows = [[st + 1, (st + 1) * batch / 1000, *vals, round(sec, 3)] for (st, sec, _), vals in zip(pending, stats)]
         history.extend(rows)
-        _write_losses_csv(losses_file, rows, "a")
+        if world.main:
+            _write_losses_csv(losses_file, rows, "a")
         pending.clear()
         if bar is not None:
             rate = (step - start_step) * batch / max(time.time() - start, 1e-9)
@@ -354,11 +364,11 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
 
     try:
         while step < total_steps:
-            real = to_float_images(images_u8[order.indices(step).to(device)])
+            real = to_float_images(images_u8[world.shard(order.indices(step)).to(device)])
             real = real.contiguous(memory_format=memory_format)
             with torch.random.fork_rng(devices=[device] if use_cuda else [], device_type=device.type):
                 torch.manual_seed(step_seed(seed, step))
-                stats = train_step(G, D, G_opt, D_opt, real, cfg, step, seed, device, use_bf16)
+                stats = train_step(G, D, G_opt, D_opt, real, cfg, step, seed, device, use_bf16, world)
             _update_ema(G_ema, G, _ema_beta(cfg, batch, (step + 1) * batch))
             pending.append((step, seconds_before + time.time() - start, stats))
             step += 1
@@ -368,7 +378,7 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
             if len(pending) >= LOG_EVERY:
                 flush()
             for kimg in cfg.get("snapshot_kimg") or ():
-                if nimg - batch < kimg * 1000 <= nimg:
+                if nimg - batch < kimg * 1000 <= nimg and world.main:
                     atomic_torch_save(dict(format=CHECKPOINT_FORMAT, G_kwargs=G.init_kwargs, step=step, nimg=nimg,
                                            seed=seed, cfg=copy.deepcopy(cfg),
                                            G_ema={k: v.cpu() for k, v in G_ema.state_dict().items()}),
@@ -384,6 +394,7 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
             bar.close()
     if not ckpt_file.exists():  # resumed a finished run with a smaller kimg: nothing to do, but keep the file
         save(step, seconds_before)
+    world.barrier()  # the other processes return once process 0 has written the checkpoint
     return ckpt_file
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from srood_lib.config import config_hash, require_keys
+from srood_lib.distributed import sync_batchnorm, world as distributed_world
 from srood_lib.erosion import apply_random_erosions, erosion_set
 from srood_lib.models.psp import PSPEncoder, RepairNetwork
 from srood_lib.models.stylegan2 import Generator
@@ -105,7 +106,9 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     data is refused rather than silently continued. ``stop_after_steps`` simulates a killed run (tests).
     """
     check_train_cfg(train_cfg)
+    world = distributed_world(device)  # under torchrun: this process's share of the work (srood_lib.distributed)
     device = resolve_device(device)
+    world.check_batch(int(train_cfg["batch_size"]))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -116,7 +119,8 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     data_id = data_fingerprint(images_uint8)
 
     torch.manual_seed(seed)  # initial weights are a function of the seed
-    net = build_repair_network(generator, encoder_cfg, train_cfg["train_decoder"]).to(device)
+    net = build_repair_network(generator, encoder_cfg, train_cfg["train_decoder"])
+    net = sync_batchnorm(net, world, device).to(device)
     groups = [{"params": net.encoder.parameters(), "lr": train_cfg["lr"]}]
     if train_cfg["train_decoder"]:
         groups.append({"params": net.generator.parameters(), "lr": train_cfg["decoder_lr"]})
@@ -134,7 +138,7 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
         net.load_state_dict(ckpt["net"])
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
-    elif (out_dir / LOSSES_NAME).exists():
+    elif (out_dir / LOSSES_NAME).exists() and world.main:
         (out_dir / LOSSES_NAME).unlink()  # losses of a run whose checkpoint is gone describe nothing we have
 
     batch = int(train_cfg["batch_size"])
@@ -150,6 +154,8 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     net = net.to(memory_format=memory_format)
 
     def save(at_step: int) -> None:
+        if not world.main:
+            return
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "net": net.state_dict(), "opt": opt.state_dict(),
                            "step": at_step, "recipe_id": recipe_id, "data_id": data_id, "recipe": recipe,
                            "encoder_kwargs": net.encoder.init_kwargs, "G_kwargs": net.generator.init_kwargs,
@@ -158,7 +164,7 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     pending: list[list[float]] = []
 
     def flush() -> None:
-        if pending:
+        if pending and world.main:
             new = not (out_dir / LOSSES_NAME).exists()
             with open(out_dir / LOSSES_NAME, "a", newline="") as f:
                 writer = csv.writer(f)
@@ -167,9 +173,9 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
                 writer.writerows(pending)
             pending.clear()
 
-    from tqdm.auto import tqdm
+    from srood_lib.progress import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="repair", unit="step")
+    bar = tqdm(total=total_steps, initial=step, disable=not progress or not world.main, desc="repair", unit="step")
     net.train()
     t0 = time.time()
     while step < total_steps:
@@ -177,8 +183,8 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
             break
         real = to_float_images(data[order.indices(step)]).to(device)
         gen = torch.Generator().manual_seed(step_seed(seed, step, stream=3))
-        eroded, _ = apply_random_erosions(real, erosions, generator=gen)
-        eroded = eroded.contiguous(memory_format=memory_format)
+        eroded, _ = apply_random_erosions(real, erosions, generator=gen)  # drawn for the global batch, then sharded
+        real, eroded = world.shard(real), world.shard(eroded).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             repaired, wplus = net(eroded, return_wplus=True)
         loss, l2, lp = repair_loss(repaired.float(), real, train_cfg)
@@ -190,10 +196,11 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
             group["lr"] = base * lr_factor(step, total_steps, train_cfg["lr_decay_fraction"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        world.average_gradients([p for group in opt.param_groups for p in group["params"]])
         opt.step()
         step += 1
         if step % LOG_EVERY == 0 or step == total_steps:
-            vals = [loss.item(), l2.item(), lp.item()]
+            vals = world.average(torch.stack([loss.detach(), l2.detach(), lp.detach()])).tolist()
             pending.append([step, step * batch / 1000, *vals, round(time.time() - t0, 2)])
             bar.set_postfix(loss=f"{vals[0]:.3f}", l2=f"{vals[1]:.3f}", lpips=f"{vals[2]:.3f}")
         bar.update(1)
@@ -202,6 +209,7 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
             save(step)
     bar.close()
     flush()
+    world.barrier()  # the other processes return once process 0 has written the checkpoint
     return net.eval()
 
 

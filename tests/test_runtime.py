@@ -1,4 +1,5 @@
-"""Safe loading: every srood artefact loads with weights_only=True; a file that would run code is refused."""
+"""Runtime helpers: safe loading (every srood artefact loads with weights_only=True; a file that would run code is
+refused) and the compact int8 / fp16 state of shipped artefacts."""
 import pathlib
 
 import numpy as np
@@ -63,3 +64,15 @@ def test_fitted_statistics_round_trip_as_tensors():
     back = _tensors_as_arrays(plain)
     np.testing.assert_array_equal(back["features"]["a"], state["features"]["a"])
     assert isinstance(back["pair"], tuple) and back["pair"][1] == "x" and back["mean"] == 1.5
+
+
+def test_compact_state_round_trip_error_is_bounded_per_channel():
+    torch.manual_seed(0)
+    state = {"w": torch.randn(64, 32, 3, 3) * torch.logspace(-3, 1, 64).reshape(-1, 1, 1, 1),
+             "b": torch.randn(64), "steps": torch.tensor(7)}
+    back = runtime.expand_state(runtime.compact_state(state, "int8"))
+    assert torch.equal(back["b"], state["b"]) and torch.equal(back["steps"], state["steps"])
+    err = (back["w"] - state["w"]).abs().flatten(1).amax(1)
+    assert torch.all(err <= state["w"].abs().flatten(1).amax(1) / 254 + 1e-9)  # half a step of absmax / 127
+    half = runtime.expand_state(runtime.compact_state(state, "fp16"))
+    assert torch.allclose(half["w"], state["w"], rtol=1e-3, atol=1e-6)

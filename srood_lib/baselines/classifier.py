@@ -88,7 +88,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, seed: in
     SGD with Nesterov momentum, label smoothing, linear warm-up and decay, crop + flip augmentation. With
     ``state_path`` the run is saved at every epoch's end and resumes from there with the same result.
     """
-    from tqdm.auto import tqdm
+    from srood_lib.progress import tqdm
 
     require_keys(cfg, TRAIN_KEYS, "baselines.classifier")
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -144,7 +144,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, seed: in
 @torch.no_grad()
 def logits_of(model: nn.Module, images: np.ndarray, batch: int = 256, progress: bool = False) -> torch.Tensor:
     """float32 logits (N, C) of uint8 ``images`` (N, H, W, 3)."""
-    from tqdm.auto import tqdm
+    from srood_lib.progress import tqdm
 
     device = next(model.parameters()).device
     data = uint8_to_tensor(images)

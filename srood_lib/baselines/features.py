@@ -35,7 +35,7 @@ PROGRESS_MIN_BATCHES = 20  # shorter passes take seconds: no bar
 def backbone_features(images: np.ndarray, net: str, device: torch.device | str = "cpu", batch: int = 256,
                       progress: bool = False) -> torch.Tensor:
     """float32 (N, D) features of uint8 ``images`` (N, H, W, 3) in the LPIPS backbone ``net`` (see module doc)."""
-    from tqdm.auto import tqdm
+    from srood_lib.progress import tqdm
 
     model = get_lpips(net, device)
     data = uint8_to_tensor(images)

@@ -262,7 +262,7 @@ def nll_bits_per_dim(flow: Glow, y: torch.Tensor) -> torch.Tensor:
 def train_glow(images: np.ndarray, cfg: dict, seed: int, device: torch.device, progress: bool = True) -> Glow:
     """Train on uint8 ``images`` for ``cfg["epochs"]`` epochs (fresh uniform dequantisation noise every step);
     actnorm layers initialise from the first batch. Returns the flow in eval mode."""
-    from tqdm.auto import tqdm
+    from srood_lib.progress import tqdm
 
     require_keys(cfg, GLOW_KEYS, "baselines.glow")
     data = uint8_to_tensor(images)
@@ -325,7 +325,7 @@ class GlowNLL:
 
     @torch.no_grad()
     def nll_bits_per_dim(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from srood_lib.progress import tqdm
 
         flow = self._require_flow()
         data = uint8_to_tensor(images)

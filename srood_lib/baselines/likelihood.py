@@ -50,7 +50,7 @@ def vae_statistics(vae: VAE, images: np.ndarray, k: int, seed: int, batch: int,
     Image i's noise is seeded by (seed, i), so results do not depend on ``batch``. Memoised on (weights, data,
     k, seed): the detectors sharing one VAE score each image set once.
     """
-    from tqdm.auto import tqdm
+    from srood_lib.progress import tqdm
 
     key = (weights_fingerprint(vae), data_fingerprint(images), int(k), int(seed))
     if key in _MEMO:

@@ -121,7 +121,7 @@ class LikelihoodRegret(_VAEDetector):
 
     def regret_terms(self, images: np.ndarray, progress: bool = False) -> dict[str, np.ndarray]:
         """Per-image ``nll_before``, ``nll_after`` (nats) and ``regret`` = their difference."""
-        from tqdm.auto import tqdm
+        from srood_lib.progress import tqdm
 
         vae = self._vae("id").eval().requires_grad_(False)
         rcfg = self.config["regret"]

@@ -253,7 +253,7 @@ def train_vae(images: np.ndarray, cfg: dict, seed: int, device: torch.device, pr
     Loss per batch: mean over images of distortion + rate (beta = 1), one posterior sample, as the reference.
     ``mutation_rate`` > 0 trains on perturbed inputs (the background model of the likelihood ratio).
     """
-    from tqdm.auto import tqdm
+    from srood_lib.progress import tqdm
 
     data = uint8_to_tensor(images)
     torch.manual_seed(seed)  # initial weights are a function of the seed

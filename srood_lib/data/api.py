@@ -49,13 +49,13 @@ def load_dataset(name: str | os.PathLike, split: str | None = None, resolution: 
 
     Looks in the cache, then the local data dir (``data_dir`` or ``SROOD_DATA_DIR``), then earlier official
     downloads under ``cache_dir()/raw``; downloads only when ``download=True`` (default: when the environment
-    variable ``SROOD_DOWNLOAD`` is ``1``, as ``./run_all.sh --download`` sets it). ``name`` may instead be the path
+    variable ``SROOD_DOWNLOAD`` is ``1``, as ``./run_all.sh`` sets it unless ``--offline``). ``name`` may instead be the path
     of an image folder or .zip (``split`` is then ignored). ``split`` may be omitted for one-split datasets.
     ``refresh=True`` rebuilds the cache entry from the source.
     """
     if _is_path_like(name):
         return load_image_folder(name, resolution, progress=progress, refresh=refresh)
-    if download is None:  # run_all.sh --download sets SROOD_DOWNLOAD=1 for the whole run
+    if download is None:  # run_all.sh sets SROOD_DOWNLOAD=1 for the whole run (0 with --offline)
         download = os.environ.get("SROOD_DOWNLOAD") == "1"
     spec = get_spec(str(name))
     split = _check_split(spec, split)
@@ -133,7 +133,7 @@ def read_image_files(path: str | os.PathLike, resolution: int, skip_unreadable: 
     ``skip_unreadable``. An image whose shorter side is below ``resolution`` raises ``ImageTooSmallError`` unless
     ``upsample``: repairing detail the file never had would score the resize, not the image.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     resolution = _check_resolution(resolution)
     path = Path(path).expanduser()
@@ -235,8 +235,8 @@ def _missing_message(spec: DatasetSpec, split: str, resolution: int, looked: lis
             + "".join(f"  - {line}\n" for line in looked)
             + f"To provide it: set SROOD_DATA_DIR=<folder> (or pass data_dir=... / --data-dir <folder>) to a folder "
               f"holding one of: {layouts}; or allow the official download with "
-              f"load_dataset({spec.name!r}, {split!r}, download=True) / ./run_all.sh --download on a machine with internet "
-              f"access (source: {spec.official}).")
+              f"load_dataset({spec.name!r}, {split!r}, download=True) / ./run_all.sh (which downloads unless --offline) on a "
+              f"machine with internet access (source: {spec.official}).")
 
 
 def dataset_status(data_dir: str | os.PathLike | None = None, resolution: int = 32):
@@ -277,7 +277,7 @@ def _status_row(spec: DatasetSpec, split: str, resolution: int, data_dir) -> dic
     local_text = "no local data dir set (SROOD_DATA_DIR / --data-dir)" if local is None else \
         f"none of {', '.join(layout.relpath.format(split=split) for layout in spec.layouts)} in {local}"
     return {**row, "detail": f"missing: not cached; {local_text}; not downloaded under {raw_dir()} "
-                             f"(fix: set SROOD_DATA_DIR, or ./run_all.sh --download / load_dataset(..., download=True) online)"}
+                             f"(fix: set SROOD_DATA_DIR, or ./run_all.sh / load_dataset(..., download=True) online)"}
 
 
 def subsample_indices(count: int, n: int | None, seed: int) -> np.ndarray:

@@ -51,9 +51,13 @@ def sha256_arrays(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def atomic_write(path: Path, write: Callable) -> None:
-    """Call ``write(file_object)`` on a temp file in ``path``'s folder, fsync, then rename it onto ``path``."""
+    """Call ``write(file_object)`` on a temp file in ``path``'s folder, fsync, then rename it onto ``path``.
+
+    The temp file's name carries the writer's pid; temp files for ``path`` left by writers that are gone (a
+    SIGKILLed build) are removed first, so a killed write leaves nothing behind once it is redone."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_orphan_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -80,6 +84,25 @@ def save_entry(npz_path: Path, json_path: Path, images: np.ndarray, labels: np.n
             npz_path.unlink()  # arrays without a manifest are not an entry; don't leave them behind
         raise
     return manifest
+
+
+def remove_orphan_temps(path: Path) -> None:
+    """Delete ``atomic_write`` temp files of ``path`` whose writing process no longer runs."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load_entry(npz_path: Path, json_path: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:

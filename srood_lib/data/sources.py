@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import tqdm
 from .cache import sha256_file
 from .errors import CorruptDataError
 from .formats import CIFAR_FILES, read_cifar, read_idx, read_svhn

@@ -1,0 +1,84 @@
+"""Ship the profile's calibrated SR-OOD detectors to detectors/ in their compact form, after measuring what the
+compression costs: every detector scores its table's ID test set and OOD columns with float32, fp16 and int8
+encoder weights, and the AUROC (×100) of each column is compared. A detector is shipped as ``--mode`` only if
+every column stays within ``--max-diff`` of float32.
+
+    SROOD_DATA_DIR=../shared/data .venv/bin/python scripts/ship_detectors.py --profile quick --n 500 --ship
+
+Writes detectors/compact_vs_full.csv (one row per ID set, variant, OOD column) and, with --ship, the files.
+The detectors must be trained and calibrated already (notebook 02); the priors must be the stored ones.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from srood_lib import pipeline, shipped  # noqa: E402
+from srood_lib.config import experiment_names  # noqa: E402
+from srood_lib.data import subsample  # noqa: E402
+from srood_lib.experiment import Experiment  # noqa: E402
+from srood_lib.metrics import auroc  # noqa: E402
+from srood_lib.runtime import compact_state, expand_state  # noqa: E402
+
+MODES = ("float32", "fp16", "int8")
+
+
+def measure(exp: Experiment, variant: str, n: int) -> list[dict]:
+    det = exp.detector(variant)
+    seed = exp.cfg["seed"]
+    id_imgs = subsample(exp.test, n, seed).images
+    ood = {name: subsample(s, n, seed).images for name, s in exp.ood.items()}
+    full = {k: v.clone() for k, v in det.net.encoder.state_dict().items()}
+    aurocs = {}
+    for mode in MODES:
+        det.net.encoder.load_state_dict(full if mode == "float32" else expand_state(compact_state(full, mode)))
+        s_id = det.score(id_imgs)
+        aurocs[mode] = {name: 100 * auroc(s_id, det.score(imgs)) for name, imgs in ood.items()}
+    det.net.encoder.load_state_dict(full)
+    return [{"id": exp.name, "variant": variant, "ood": name, "n_id": len(id_imgs), "n_ood": len(ood[name]),
+             **{f"auroc_{m}": round(aurocs[m][name], 3) for m in MODES},
+             **{f"diff_{m}": round(aurocs[m][name] - aurocs["float32"][name], 3) for m in MODES[1:]}}
+            for name in ood]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--id", nargs="*", help="ID sets (default: every one of the profile)")
+    ap.add_argument("--n", type=int, default=500, help="ID test and per-OOD images scored (seeded subset)")
+    ap.add_argument("--mode", default="int8", choices=MODES[1:])
+    ap.add_argument("--max-diff", type=float, default=0.1, help="largest |AUROC difference| (×100) allowed")
+    ap.add_argument("--ship", action="store_true", help="write the detectors that pass to detectors/")
+    ap.add_argument("--device-note", default="2-core CPU")
+    args = ap.parse_args()
+
+    rows = []
+    for name in args.id or experiment_names(args.profile):
+        exp = Experiment.load(args.profile, name, progress=False)
+        for variant in exp.cfg["repair"]["variants"]:
+            found = measure(exp, variant, args.n)
+            rows += found
+            worst = max(abs(r[f"diff_{args.mode}"]) for r in found)
+            print(f"{name}/{variant}: largest |AUROC diff| {args.mode} {worst:.3f}, fp16 "
+                  f"{max(abs(r['diff_fp16']) for r in found):.3f}", flush=True)
+            if args.ship and worst <= args.max_diff:
+                path = pipeline.ship_detector(exp.cfg, variant, exp.prior, exp.train, mode=args.mode,
+                                              device_note=args.device_note)
+                print(f"  shipped {path.relative_to(shipped.shipped_dir().parent)} "
+                      f"({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+            elif args.ship:
+                print(f"  not shipped: {args.mode} moves an AUROC by more than {args.max_diff}", flush=True)
+    out = shipped.shipped_dir() / "compact_vs_full.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
