@@ -5,7 +5,8 @@ every column stays within ``--max-diff`` of float32.
 
     SROOD_DATA_DIR=../shared/data .venv/bin/python scripts/ship_detectors.py --profile quick --n 500 --ship
 
-Writes detectors/compact_vs_full.csv (one row per ID set, variant, OOD column) and, with --ship, the files.
+Writes detectors/compact_vs_full.csv (one row per ID set, variant, OOD column) and, with --ship, the files
+(``--no-measure --ship`` ships from the CSV already there, e.g. after committing the code that writes them).
 The detectors must be trained and calibrated already (notebook 02); the priors must be the stored ones.
 """
 from __future__ import annotations
@@ -24,9 +25,10 @@ from srood_lib.config import experiment_names  # noqa: E402
 from srood_lib.data import subsample  # noqa: E402
 from srood_lib.experiment import Experiment  # noqa: E402
 from srood_lib.metrics import auroc  # noqa: E402
+from srood_lib.detector import MIXED_INT8_PREFIXES  # noqa: E402
 from srood_lib.runtime import compact_state, expand_state  # noqa: E402
 
-MODES = ("float32", "fp16", "int8")
+MODES = ("float32", "fp16", "int8", "mixed")
 
 
 def measure(exp: Experiment, variant: str, n: int) -> list[dict]:
@@ -37,7 +39,8 @@ def measure(exp: Experiment, variant: str, n: int) -> list[dict]:
     full = {k: v.clone() for k, v in det.net.encoder.state_dict().items()}
     aurocs = {}
     for mode in MODES:
-        det.net.encoder.load_state_dict(full if mode == "float32" else expand_state(compact_state(full, mode)))
+        det.net.encoder.load_state_dict(full if mode == "float32" else
+                                        expand_state(compact_state(full, mode, MIXED_INT8_PREFIXES)))
         s_id = det.score(id_imgs)
         aurocs[mode] = {name: 100 * auroc(s_id, det.score(imgs)) for name, imgs in ood.items()}
     det.net.encoder.load_state_dict(full)
@@ -52,32 +55,45 @@ def main() -> None:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--id", nargs="*", help="ID sets (default: every one of the profile)")
     ap.add_argument("--n", type=int, default=500, help="ID test and per-OOD images scored (seeded subset)")
-    ap.add_argument("--mode", default="int8", choices=MODES[1:])
+    ap.add_argument("--mode", default="mixed", choices=MODES[1:])
     ap.add_argument("--max-diff", type=float, default=0.1, help="largest |AUROC difference| (×100) allowed")
+    ap.add_argument("--no-measure", action="store_true", help="ship from the measurements already in the CSV")
     ap.add_argument("--ship", action="store_true", help="write the detectors that pass to detectors/")
     ap.add_argument("--device-note", default="2-core CPU")
     args = ap.parse_args()
 
-    rows = []
-    for name in args.id or experiment_names(args.profile):
+    table = shipped.shipped_dir() / "compact_vs_full.csv"
+    names = args.id or experiment_names(args.profile)
+    if not args.no_measure:
+        rows = []
+        for name in names:
+            exp = Experiment.load(args.profile, name, progress=False)
+            for variant in exp.cfg["repair"]["variants"]:
+                found = measure(exp, variant, args.n)
+                rows += found
+                print(f"{name}/{variant}: largest |AUROC diff| " + ", ".join(
+                    f"{m} {max(abs(r[f'diff_{m}']) for r in found):.3f}" for m in MODES[1:]), flush=True)
+        table.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(table, index=False)
+        print(f"wrote {table}")
+    if not args.ship:
+        return
+    measured = pd.read_csv(table)
+    for name in names:
         exp = Experiment.load(args.profile, name, progress=False)
         for variant in exp.cfg["repair"]["variants"]:
-            found = measure(exp, variant, args.n)
-            rows += found
-            worst = max(abs(r[f"diff_{args.mode}"]) for r in found)
-            print(f"{name}/{variant}: largest |AUROC diff| {args.mode} {worst:.3f}, fp16 "
-                  f"{max(abs(r['diff_fp16']) for r in found):.3f}", flush=True)
-            if args.ship and worst <= args.max_diff:
-                path = pipeline.ship_detector(exp.cfg, variant, exp.prior, exp.train, mode=args.mode,
-                                              device_note=args.device_note)
-                print(f"  shipped {path.relative_to(shipped.shipped_dir().parent)} "
-                      f"({path.stat().st_size / 1e6:.2f} MB)", flush=True)
-            elif args.ship:
-                print(f"  not shipped: {args.mode} moves an AUROC by more than {args.max_diff}", flush=True)
-    out = shipped.shipped_dir() / "compact_vs_full.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out, index=False)
-    print(f"wrote {out}")
+            rows = measured[(measured["id"] == name) & (measured["variant"] == variant)]
+            if rows.empty:
+                print(f"{name}/{variant}: not measured; not shipped", flush=True)
+                continue
+            worst = rows[f"diff_{args.mode}"].abs().max()
+            if worst > args.max_diff:
+                print(f"{name}/{variant}: not shipped, {args.mode} moves an AUROC by {worst:.3f} > {args.max_diff}")
+                continue
+            path = pipeline.ship_detector(exp.cfg, variant, exp.prior, exp.train, mode=args.mode,
+                                          device_note=args.device_note)
+            print(f"{name}/{variant}: shipped {path.name} ({path.stat().st_size / 1e6:.2f} MB; largest |AUROC "
+                  f"diff| {worst:.3f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ DETECTOR_FORMAT = "srood-detector-v2"  # v2: chosen mixing layer, backbone and h
 # The compact form (shipped detectors, srood_lib.shipped): the encoder's weights only, int8 or fp16, and the frozen
 # prior named by its file and sha256 instead of copied, so that a detector fits in a few MB of git.
 COMPACT_FORMAT = "srood-detector-compact-v1"
-COMPACT_MODES = ("fp16", "int8")
+COMPACT_MODES = ("fp16", "int8", "mixed")
+# "mixed": int8 for the per-style heads (three quarters of the encoder's weights), fp16 for the shared backbone,
+# whose features every style reads.
+MIXED_INT8_PREFIXES = ("heads.",)
 _DEFAULT = object()  # "use the detector's own setting"
 
 
@@ -218,7 +221,7 @@ class SROOD:
 
     def save_compact(self, path: str | os.PathLike, prior_file: str | os.PathLike, mode: str = "int8") -> Path:
         """The compact form: as ``save`` but with the encoder's weights only, stored as ``mode`` (``int8``: per
-        output channel, or ``fp16``), and the prior referred to by ``prior_file`` (relative to the project when
+        output channel; ``fp16``; ``mixed``: int8 heads, fp16 backbone), and the prior referred to by ``prior_file`` (relative to the project when
         inside it) and its sha256. Not for networks that fine-tune the generator."""
         net = self._require_net()
         if self.config["train"]["train_decoder"]:
@@ -230,7 +233,7 @@ class SROOD:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({"format": COMPACT_FORMAT, **self._calibration(), "mode": mode, "prior_file": ref,
                            "prior_sha256": sha256_file(prior_file), "encoder_kwargs": net.encoder.init_kwargs,
-                           "encoder": compact_state(net.encoder.state_dict(), mode)}, path)
+                           "encoder": compact_state(net.encoder.state_dict(), mode, MIXED_INT8_PREFIXES)}, path)
         return path
 
     @classmethod

@@ -276,7 +276,7 @@ def repair_losses_csv(cfg: dict, variant: str, prior: PriorInfo) -> Path | None:
     return None
 
 
-def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet, mode: str = "int8",
+def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet, mode: str = "mixed",
                   device_note: str = "") -> Path:
     """Write the calibrated detector of ``variant`` (already trained: ``fit_detector``) to ``detectors/`` in its
     compact form, with its JSON record and losses. The prior must be a stored one (``priors/``)."""

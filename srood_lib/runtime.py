@@ -120,15 +120,17 @@ def atomic_torch_save(obj, path: Path) -> None:
 _QUANTISE_MIN_NUMEL = 1024
 
 
-def compact_state(state: dict[str, torch.Tensor], mode: str) -> dict:
+def compact_state(state: dict[str, torch.Tensor], mode: str, int8_prefixes: tuple[str, ...] = ()) -> dict:
     """A state dict as plain tensors for ``safe_torch_load``: ``fp16`` halves every large float tensor; ``int8``
-    stores each as int8 with one float32 scale per output channel (symmetric, absmax / 127)."""
+    stores each as int8 with one float32 scale per output channel (symmetric, absmax / 127); ``mixed`` stores the
+    tensors whose names start with one of ``int8_prefixes`` as int8 and the others as fp16."""
     out = {}
     for name, t in state.items():
         t = t.detach().cpu()
+        as_int8 = mode == "int8" or (mode == "mixed" and name.startswith(tuple(int8_prefixes)))
         if not t.is_floating_point() or t.numel() < _QUANTISE_MIN_NUMEL:
             out[name] = {"raw": t.clone()}
-        elif mode == "fp16":
+        elif not as_int8:
             out[name] = {"fp16": t.to(torch.float16)}
         else:
             rows = t.float().reshape(t.shape[0], -1)

@@ -76,3 +76,11 @@ def test_compact_state_round_trip_error_is_bounded_per_channel():
     assert torch.all(err <= state["w"].abs().flatten(1).amax(1) / 254 + 1e-9)  # half a step of absmax / 127
     half = runtime.expand_state(runtime.compact_state(state, "fp16"))
     assert torch.allclose(half["w"], state["w"], rtol=1e-3, atol=1e-6)
+
+
+def test_mixed_compact_state_quantises_only_the_named_tensors():
+    state = {"heads.0.w": torch.randn(32, 64), "stem.w": torch.randn(32, 64)}
+    packed = runtime.compact_state(state, "mixed", ("heads.",))
+    assert set(packed["heads.0.w"]) == {"int8", "scale"} and set(packed["stem.w"]) == {"fp16"}
+    back = runtime.expand_state(packed)
+    assert back["stem.w"].dtype == torch.float32 and torch.allclose(back["stem.w"], state["stem.w"], rtol=1e-3)
