@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import CorruptDataError
 
@@ -27,8 +27,11 @@ def decode_image(data: bytes, where: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError (truncated), SyntaxError, ...
+        # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"), which tells the user nothing.
+        reason = ("not in any image format PIL reads" if isinstance(exc, UnidentifiedImageError)
+                  else str(exc) or type(exc).__name__)
         raise CorruptDataError(
-            f"cannot decode image {where}: {exc}. The file is corrupt or truncated; replace or delete it.", where
+            f"cannot decode image {where}: {reason}. The file is corrupt or truncated; replace or delete it.", where
         ) from exc
     return image
 
