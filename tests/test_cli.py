@@ -136,3 +136,10 @@ def test_evaluate_prints_the_metrics_of_each_ood_set(det, folder, tmp_path, caps
     assert lines[0].startswith("ood,n_id,n_ood,auroc") and lines[1].split(",")[1:3] == ["6", "6"]
     assert main(["evaluate", "--checkpoint", str(ckpt), "--id", str(folder), "--ood", str(tmp_path / "none")]) == 2
     _one_line_error(capsys, "does not exist")
+
+
+def test_train_commands_refuse_a_bad_set_key_in_one_line(capsys):
+    assert main(["train-prior", "--profile", "smoke", "--set", "prior.no_such_key=1"]) == 2
+    _one_line_error(capsys, "no_such_key")
+    assert main(["train-repair", "--profile", "smoke", "--variant", "sr", "--id-set", "nowhere"]) == 2
+    _one_line_error(capsys, "nowhere")
