@@ -147,8 +147,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
         frame["eps"] = det.threshold
     frame.to_csv(args.out if args.out else sys.stdout, index=False)
     if args.out:
-        flagged = int(frame["ood"].sum()) if "ood" in frame else 0
-        print(f"scored {len(frame)} images ({flagged} flagged OOD at eps={det.threshold:.4g}, {det.settings()}"
+        flagged = (f"{int(frame['ood'].sum())} flagged OOD at eps={det.threshold:.4g}" if "ood" in frame
+                   else "no threshold: not calibrated")
+        print(f"scored {len(frame)} images ({flagged}, {det.settings()}"
               f"{f'; {len(skipped)} unreadable skipped' if skipped else ''}) -> {args.out}", file=sys.stderr)
     return 0
 
@@ -186,19 +187,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"error: bad --profile/--id-set/--set: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     me = world(cfg["device"])
+    say = print if me.main else (lambda *a, **k: None)
     try:
+        # process 0 builds the dataset cache first, the others then read it (no concurrent builds)
+        if not me.main:
+            me.barrier()
         train, _ = pipeline.id_sets(cfg)
-    except DatasetMissingError as err:
+        if me.main:
+            me.barrier()
+        prior = pipeline.ensure_prior(cfg, train, progress=me.main)
+        if args.command == "train-prior":
+            say(f"prior {prior.prior_id}: {prior.source} -> {prior.path}")
+        else:
+            run = pipeline.train_repair_network(cfg, args.variant, prior, train, progress=me.main)
+            say(f"repair network {args.variant} on prior {prior.prior_id}: trained -> {run}; notebook 02 "
+                "calibrates it")
+    except (DatasetMissingError, ValueError) as err:
+        # another recipe's checkpoint, a batch that does not split over the processes, missing data: one line
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    say = print if me.main else (lambda *a, **k: None)
-    if args.command == "train-prior":
-        prior = pipeline.ensure_prior(cfg, train, progress=me.main)
-        say(f"prior {prior.prior_id}: {prior.source} -> {prior.path}")
-    else:
-        prior = pipeline.ensure_prior(cfg, train, progress=me.main)
-        run = pipeline.train_repair_network(cfg, args.variant, prior, train, progress=me.main)
-        say(f"repair network {args.variant} on prior {prior.prior_id}: trained -> {run}; notebook 02 calibrates it")
     return 0
 
 

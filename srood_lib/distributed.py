@@ -1,4 +1,5 @@
-"""Data-parallel training across processes, for users who outgrow one machine.
+"""Data-parallel training across processes, for users who outgrow one machine (one node, or several sharing the
+checkpoint folder).
 
 ``torchrun --nproc_per_node=N -m srood_lib train-prior|train-repair ...`` starts N processes; each trains on its
 share of every global batch (``World.shard``: images ``rank, rank + N, ...``), gradients are averaged across
@@ -9,7 +10,9 @@ those of a single-process run: the global batch stays ``batch_size``, every rand
 whole global batch and then sharded, so an N-process run computes the single-process step up to the order of
 floating-point sums, except where a layer sees only its process's shard: BatchNorm in the encoder (SyncBatchNorm
 on GPUs; per-process statistics on CPUs, where torch has no SyncBatchNorm), DiffAugment's per-image draws and the
-generator's per-pixel noise inputs, which each process draws for its own shard.
+generator's per-pixel noise inputs, which each process draws for its own shard from its own seed. The
+discriminator's minibatch-std groups must come out as in one process (``check_mbstd``): a ``--nproc_per_node`` that
+would shrink them is refused, naming the fix.
 """
 from __future__ import annotations
 
@@ -68,6 +71,24 @@ class World:
         if self.size > 1:
             torch.distributed.barrier()
 
+    def check_same(self, value: int, what: str) -> None:
+        """Refuse to go on unless every process holds the same ``value`` (e.g. the step each resumed at: a
+        checkpoint only process 0 can see means the processes do not share a filesystem)."""
+        if self.size == 1:
+            return
+        lo, hi = torch.tensor([value]), torch.tensor([-value])
+        torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+        torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MIN)
+        if lo.item() != -hi.item():
+            raise ValueError(f"the processes disagree on {what} ({lo.item()} vs {-hi.item()}): they must share the "
+                             "checkpoint folder (one machine, or a shared filesystem)")
+
+    def reseed_own(self, seed: int) -> None:
+        """Seed this process's own random stream for draws that are made per shard (noise, augmentation), so the
+        shards get different draws; alone, nothing changes."""
+        if self.size > 1:
+            torch.manual_seed(seed + 7919 * self.rank)
+
 
 def world(device: torch.device | str | None = None) -> World:
     """The World of this process: from torchrun's environment (initialising the process group once), else alone.
@@ -82,6 +103,20 @@ def world(device: torch.device | str | None = None) -> World:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     return World(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+def check_mbstd(world_: World, batch_size: int, mbstd_group: int) -> None:
+    """Refuse a process count under which the discriminator's minibatch-std groups would differ from one
+    process's (the group is the largest divisor of the per-process batch not above ``mbstd_group``)."""
+    def group(n: int) -> int:
+        return max(d for d in range(1, min(mbstd_group, n) + 1) if n % d == 0)
+
+    if world_.size > 1 and group(batch_size // world_.size) != group(batch_size):
+        raise ValueError(f"with {world_.size} processes each sees {batch_size // world_.size} images, so the "
+                         f"discriminator's minibatch-std groups ({group(batch_size)} images in one process) would "
+                         f"shrink to {group(batch_size // world_.size)}: use at most "
+                         f"{batch_size // group(batch_size)} processes, or set prior.discriminator.mbstd_group (a "
+                         "new recipe)")
 
 
 def sync_batchnorm(module: torch.nn.Module, world_: World, device: torch.device) -> torch.nn.Module:

@@ -91,7 +91,8 @@ class Explorer:
         k = det.mix_from_layer if mix_from_layer == "chosen" else mix_from_layer
         out = det.repair_uint8(image[None], erosion=erosion, mix_from_layer=k)
         score = float(det.score(image[None], erosion=erosion, mix_from_layer=k)[0])
-        return View(out["original"][0], out["eroded"][0], out["repaired"][0], score, float(det.threshold), erosion,
+        eps = float("nan") if det.threshold is None else float(det.threshold)
+        return View(out["original"][0], out["eroded"][0], out["repaired"][0], score, eps, erosion,
                     k, (erosion, k) == (det.erosion_name, det.mix_from_layer))
 
     def reference_scores(self, variant: str, erosion: str, mix_from_layer: int | None) -> dict[str, np.ndarray]:
@@ -163,9 +164,9 @@ def widgets(explorers: dict[str, Explorer] | None = None, make=None, id_sets: li
     out = w.Output()
 
     def image(ex: Explorer) -> np.ndarray:
-        if upload.value:
+        if upload.value:  # prepared at the chosen ID set's resolution (CelebA is 64 px in the paper profile)
             item = upload.value[0] if isinstance(upload.value, (list, tuple)) else next(iter(upload.value.values()))
-            return image_from_bytes(bytes(item["content"]), res, item.get("name", "upload"))
+            return image_from_bytes(bytes(item["content"]), ex.test.resolution, item.get("name", "upload"))
         return ex.test_image(index.value)
 
     def redraw(*_):
@@ -184,7 +185,9 @@ def widgets(explorers: dict[str, Explorer] | None = None, make=None, id_sets: li
 
     def switch_id(*_):
         ex = current()
+        side = ex.test.resolution
         index.max = len(ex.test) - 1
+        size.max, dy.min, dy.max, dx.min, dx.max = side, -side // 4, side // 4, -side // 4, side // 4
         variant.options = ex.variants
         redraw()
 

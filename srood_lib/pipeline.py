@@ -17,6 +17,7 @@ from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_datase
 from srood_lib.detector import SROOD, detector_config
 from srood_lib.models.psp import mix_label  # noqa: F401 - notebooks call pipeline.mix_label
 from srood_lib.report import git_commit
+from srood_lib.runtime import data_fingerprint
 from srood_lib.rows import evaluate, table_of
 from srood_lib import shipped
 
@@ -167,10 +168,18 @@ def repair_recipe(cfg: dict, variant: str, prior_key: str) -> dict:
                                           "n_val": d["n_val"]}, "prior": prior_key}
 
 
+def profile_prior_key(cfg: dict) -> str:
+    """The weights key of the prior ``ensure_prior`` gives this profile, without loading it: the stored prior's
+    budget where one matches (it may have seen more than ``prior.kimg``), else the profile's."""
+    stored = stored_prior(cfg)
+    kimg = json.loads(stored.with_suffix(".json").read_text())["kimg"] if stored else cfg["prior"]["kimg"]
+    return prior_weights_key(prior_id(cfg), kimg)
+
+
 def detector_path(cfg: dict, variant: str, prior_key: str | None = None) -> Path:
     """The run folder of one variant's repair network, keyed by ``repair_recipe`` (``prior_key``: a
     ``PriorInfo.prior_id``; default the profile's own prior at its budget)."""
-    key = config_hash(repair_recipe(cfg, variant, prior_key or prior_weights_key(prior_id(cfg), cfg["prior"]["kimg"])))
+    key = config_hash(repair_recipe(cfg, variant, prior_key or profile_prior_key(cfg)))
     return checkpoint_dir() / "repair" / f"{cfg['data']['id']}_{variant}_{key}"
 
 
@@ -205,20 +214,23 @@ def shipped_detector_file(cfg: dict, variant: str, prior_key: str | None = None)
 
 
 def default_detector(id_set: str, variant: str, profile: str = "quick") -> Path:
-    """The shipped detector the CLI uses when no ``--checkpoint`` is given: the profile's (ID set, variant) at its
-    current recipe and calibration. Raises FileNotFoundError naming what is missing and how to make it."""
+    """The detector the CLI uses when no ``--checkpoint`` is given: the profile's (ID set, variant) at its current
+    recipe and calibration, as notebook 02 calibrated it here (the cache) or as shipped (``detectors/``). Raises
+    FileNotFoundError naming what is missing and how to make it."""
     from srood_lib.config import load_config
 
     cfg = load_config(profile, experiment=id_set)
+    cached = detector_path(cfg, variant) / f"detector_{calibration_key(cfg, variant)}.pt"
     path = shipped_detector_file(cfg, variant)
-    if path.exists():
-        return path
+    for candidate in (cached, path):
+        if candidate.exists():
+            return candidate
     stale = shipped.stale_files(id_set, variant, path)
     why = (f"only {', '.join(p.name for p in stale)}, made by another recipe or calibration" if stale
            else "none for it")
-    raise FileNotFoundError(f"no shipped {profile} detector for {id_set}/{variant} in {shipped.shipped_dir()} "
-                            f"({why}); run ./run_all.sh --id {id_set} --only 02_train_repair to train it, or pass "
-                            "--checkpoint")
+    raise FileNotFoundError(f"no {profile} detector for {id_set}/{variant}: none calibrated here and none shipped in "
+                            f"{shipped.shipped_dir()} ({why}); run ./run_all.sh --profile {profile} --id {id_set} "
+                            "--only 02_train_repair to train it, or pass --checkpoint")
 
 
 def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet,
@@ -236,11 +248,15 @@ def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageS
         det.source = f"cached ({final.relative_to(checkpoint_dir())})"
         return det
     ship = shipped.shipped_file(run_dir.name, cal)
-    if ship.exists():
-        det = SROOD.load(ship, device=None)
-        det.source = f"shipped ({ship.name}, {shipped.record_of(ship).get('mode', '?')})"
-        return det
     stale = shipped.stale_files(cfg["data"]["id"], variant, ship)
+    if ship.exists():
+        # The key holds the data set's name and sizes; its images are checked here (as train_repair checks a
+        # checkpoint's): another copy of "cifar10" must not borrow a detector trained on this one.
+        if shipped.record_of(ship).get("images_fingerprint") == data_fingerprint(train_images.images):
+            det = SROOD.load(ship, device=None)
+            det.source = f"shipped ({ship.name}, {shipped.record_of(ship).get('mode', '?')})"
+            return det
+        stale.append(ship)
     det = SROOD(detector_config(cfg, variant), prior.path)
     det.fit(train_images.images, run_dir, prior_id=prior.prior_id, progress=progress,
             validation_ood=validation_ood_sets(cfg))
@@ -292,7 +308,8 @@ def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: Image
         seconds = float(tail["seconds"].iloc[-1]) if len(tail) else None
     record = {"id": cfg["data"]["id"], "variant": variant, "recipe": repair_recipe(cfg, variant, prior.prior_id),
               "calibration_key": cal, "settings": det.settings(), "threshold": det.threshold,
-              "data_hash": data_hash(train_images), "commit": git_commit(), "train_seconds": seconds,
+              "data_hash": data_hash(train_images), "images_fingerprint": data_fingerprint(train_images.images),
+              "commit": git_commit(), "train_seconds": seconds,
               "device": device_note, "prior_file": project_relative(prior.path)}
     dest = shipped.shipped_file(run_dir.name, cal)
     return shipped.write_shipped(det, dest, prior.path, record, losses, mode)

@@ -41,14 +41,17 @@ def stale_files(id_set: str, variant: str, wanted: Path) -> list[Path]:
 
 
 def write_shipped(det, dest: Path, prior_file: Path, record: dict, losses_csv: Path | None, mode: str) -> Path:
-    """Write ``dest`` (compact detector), its JSON record (with the file's size) and its losses beside it."""
+    """Write ``dest`` (compact detector), its JSON record (with the file's size) and its losses beside it, each
+    atomically (temp file, then rename)."""
     det.save_compact(dest, prior_file, mode=mode)
     record = {**record, "mode": mode, "bytes": dest.stat().st_size}
     tmp = dest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))
     tmp.replace(dest.with_suffix(".json"))
     if losses_csv is not None and losses_csv.exists():
-        shutil.copyfile(losses_csv, dest.with_suffix(".losses.csv"))
+        tmp = dest.with_suffix(".losses.csv.tmp")
+        shutil.copyfile(losses_csv, tmp)
+        tmp.replace(dest.with_suffix(".losses.csv"))
     return dest
 
 

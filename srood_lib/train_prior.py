@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from srood_lib.config import config_hash, require_keys
-from srood_lib.distributed import World, world as distributed_world
+from srood_lib.distributed import World, check_mbstd, world as distributed_world
 from srood_lib.data import to_uint8
 from srood_lib.models.stylegan2 import Discriminator, Generator
 from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load,
@@ -221,6 +221,7 @@ def train_step(G, D, G_opt, D_opt, real: torch.Tensor, cfg: dict, step: int, see
     crossover = _mixing_plan(cfg, G.n_latent, seed, step)
     z = world.shard(torch.randn(batch, G.z_dim, device=device))
     z2 = world.shard(torch.randn(batch, G.z_dim, device=device)) if crossover is not None else None
+    world.reseed_own(step_seed(seed, step, stream=10))  # noise inputs and DiffAugment: drawn per shard
     policy = cfg["diffaug"]
 
     # Generator forward (kept for the G step).
@@ -284,6 +285,7 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
     ckpt_file, losses_file = out_dir / CHECKPOINT_NAME, out_dir / LOSSES_NAME
     resolution, batch = int(cfg["resolution"]), int(cfg["batch_size"])
     world.check_batch(batch)
+    check_mbstd(world, batch, int(cfg["discriminator"]["mbstd_group"]))
     images_u8 = uint8_to_tensor(images_uint8)
     if images_u8.shape[-1] != resolution or images_u8.shape[-2] != resolution:
         raise ValueError(f"images are {images_u8.shape[-2]}x{images_u8.shape[-1]} but prior.resolution is "
@@ -315,6 +317,7 @@ def train_prior(images_uint8: np.ndarray, cfg: dict, out_dir: str | os.PathLike,
         D.load_state_dict(ckpt["D"])
         G_ema.load_state_dict(ckpt["G_ema"])
         step, history, seconds_before = ckpt["step"], ckpt["history"], ckpt["seconds"]
+    world.check_same(step, "the step to resume at")
     for model in (G, D, G_ema):
         model.to(device=device, memory_format=memory_format)
     if ckpt_file.exists():  # optimiser states after the params moved (load_state_dict follows param devices)

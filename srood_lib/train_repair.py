@@ -141,6 +141,7 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     elif (out_dir / LOSSES_NAME).exists() and world.main:
         (out_dir / LOSSES_NAME).unlink()  # losses of a run whose checkpoint is gone describe nothing we have
 
+    world.check_same(step, "the step to resume at")
     batch = int(train_cfg["batch_size"])
     total_steps = int(np.ceil(train_cfg["kimg"] * 1000 / batch))
     ckpt_every = max(1, int(np.ceil(train_cfg["checkpoint_kimg"] * 1000 / batch)))

@@ -116,7 +116,7 @@ def test_without_checkpoint_score_uses_the_shipped_detector_or_says_how_to_make_
                                                                                    monkeypatch, capsys):
     monkeypatch.setenv("SROOD_SHIPPED_DIR", str(tmp_path / "shipped"))
     assert main(["score", "--images", str(folder), "--id-set", "pokemon", "--variant", "rec"]) == 2
-    _one_line_error(capsys, "no shipped quick detector for pokemon/rec", "02_train_repair", "--checkpoint")
+    _one_line_error(capsys, "no quick detector for pokemon/rec", "none shipped", "02_train_repair", "--checkpoint")
     cfg = load_config("quick", experiment="cifar10")
     det.save_compact(pipeline.shipped_detector_file(cfg, "sr"), _prior_file(det.generator, tmp_path / "p.pt"))
     assert main(["score", "--images", str(folder), "--out", str(tmp_path / "s.csv")]) == 0

@@ -63,7 +63,8 @@ def prior_cfg():
 
 def repair_args():
     cfg = load_config("smoke")
-    return dict(train_cfg={**cfg["repair"]["train"], "kimg": 0.128, "checkpoint_kimg": 0.064},
+    # 20 steps of 32, two logged losses (every 10 steps), checkpoints after steps 10 and 20
+    return dict(train_cfg={**cfg["repair"]["train"], "kimg": 0.64, "checkpoint_kimg": 0.32},
                 encoder_cfg=cfg["repair"]["encoder"], train_erosions=cfg["repair"]["variants"]["sr"]["train_erosions"],
                 seed=0, device="cpu", progress=False)
 
@@ -107,6 +108,16 @@ def test_alone_the_world_is_one_process_and_changes_nothing():
     assert torch.equal(World(rank=1, size=2).shard(x), torch.tensor([1.0, 3.0, 5.0]))
     with pytest.raises(ValueError, match="does not split over 3 processes"):
         World(rank=0, size=3).check_batch(32)
+    alone.check_same(5, "anything")                       # nothing to compare with
+
+
+def test_a_process_count_that_would_shrink_the_minibatch_std_groups_is_refused():
+    from srood_lib.distributed import check_mbstd
+
+    check_mbstd(World(0, 2), 64, 32)                      # 32 per process: the same one group of 32
+    check_mbstd(World(0, 8), 32, 4)                       # 4 per process: groups of 4 either way
+    with pytest.raises(ValueError, match="use at most 2 processes"):
+        check_mbstd(World(0, 8), 64, 32)
 
 
 def test_two_processes_average_the_gradients_of_one_process_step(tmp_path):
@@ -145,8 +156,8 @@ def test_two_process_encoder_finishes_resumes_and_matches_one_process(tmp_path, 
 
     full = torchrun(tmp_path, "repair", tmp_path / "ddp", prior=single_prior)
     assert full.returncode == 0, full.stderr[-2000:]
-    torchrun(tmp_path, "repair", tmp_path / "killed", stop=3, prior=single_prior)
-    assert safe_torch_load(tmp_path / "killed" / "repair.pt")["step"] == 2
+    assert torchrun(tmp_path, "repair", tmp_path / "killed", stop=12, prior=single_prior).returncode == 0
+    assert safe_torch_load(tmp_path / "killed" / "repair.pt")["step"] == 10   # stopped after 12, saved at 10
     assert torchrun(tmp_path, "repair", tmp_path / "killed", prior=single_prior).returncode == 0
     ddp, again = (safe_torch_load(tmp_path / d / "repair.pt") for d in ("ddp", "killed"))
     for name in ddp["net"]:
@@ -154,4 +165,4 @@ def test_two_process_encoder_finishes_resumes_and_matches_one_process(tmp_path, 
     train_repair(images(), load_prior(single_prior), out_dir=tmp_path / "one", **repair_args())
     ddp_loss = pd.read_csv(tmp_path / "ddp" / "losses.csv")["loss"].to_numpy()
     one_loss = pd.read_csv(tmp_path / "one" / "losses.csv")["loss"].to_numpy()
-    assert len(ddp_loss) == len(one_loss) and np.allclose(ddp_loss, one_loss, rtol=ENCODER_LOSS_RTOL)
+    assert len(ddp_loss) == len(one_loss) == 2 and np.allclose(ddp_loss, one_loss, rtol=ENCODER_LOSS_RTOL)

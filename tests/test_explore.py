@@ -99,8 +99,10 @@ def test_an_upload_is_prepared_like_every_dataset():
 
 def test_the_panel_builds_and_redraws_headless(explorer, capsys):
     panel = explore.widgets({"toy": explorer})
+    assert "Figure" in capsys.readouterr().out                    # the first view is drawn
     kind = panel.children[1]
     kind.value = "blackout"                                      # observers redraw with the new erosion
+    assert "Figure" in capsys.readouterr().out
     panel.children[2].children[1].value = 32                      # a 32-px mask offset 0: the whole image
     panel.children[2].children[2].value = 8                       # moved out of the image: said, not raised
     assert "not possible" in capsys.readouterr().out

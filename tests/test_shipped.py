@@ -67,3 +67,24 @@ def test_only_a_stored_prior_can_back_a_shipped_detector(env):
     trained_prior = pipeline.PriorInfo(prior.path, prior.prior_id, "trained by this run")
     with pytest.raises(ValueError, match="ship the prior first"):
         pipeline.ship_detector(cfg, "sr", trained_prior, train)
+
+
+def test_a_shipped_detector_trained_on_other_images_is_stale(env):
+    cfg, prior, train, tmp = env
+    pipeline.fit_detector(cfg, "sr", prior, train)
+    ship = pipeline.ship_detector(cfg, "sr", prior, train)
+    shutil.rmtree(tmp / "checkpoints")
+    other = ImageSet(smooth_images(96, 1), train.labels, train.manifest, "celeba", "train")  # same name and sizes
+    det = pipeline.fit_detector(cfg, "sr", prior, other)
+    assert det.source.startswith("trained by this run") and ship.name in det.source
+
+
+def test_the_cli_default_prefers_the_detector_calibrated_here(env, monkeypatch):
+    cfg, prior, train, tmp = env
+    monkeypatch.setattr(pipeline, "profile_prior_key", lambda c: prior.prior_id)
+    monkeypatch.setattr("srood_lib.config.load_config", lambda *a, **k: cfg)
+    with pytest.raises(FileNotFoundError, match="none calibrated here and none shipped"):
+        pipeline.default_detector("celeba", "sr", "smoke")
+    pipeline.fit_detector(cfg, "sr", prior, train)
+    cached = pipeline.detector_path(cfg, "sr", prior.prior_id) / f"detector_{pipeline.calibration_key(cfg, 'sr')}.pt"
+    assert pipeline.default_detector("celeba", "sr", "smoke") == cached

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import warnings
 import zipfile
@@ -53,11 +54,12 @@ def sha256_arrays(images: np.ndarray, labels: np.ndarray) -> str:
 def atomic_write(path: Path, write: Callable) -> None:
     """Call ``write(file_object)`` on a temp file in ``path``'s folder, fsync, then rename it onto ``path``.
 
-    The temp file's name carries the writer's pid; temp files for ``path`` left by writers that are gone (a
-    SIGKILLed build) are removed first, so a killed write leaves nothing behind once it is redone."""
+    The temp file's name carries the writer's host and pid; temp files for ``path`` left by writers on this host
+    that are gone (a SIGKILLed build) are removed first, so a killed write leaves nothing behind once it is redone.
+    Another host's temp files (a shared cache) are left alone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphan_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -86,10 +88,13 @@ def save_entry(npz_path: Path, json_path: Path, images: np.ndarray, labels: np.n
     return manifest
 
 
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_")
+
+
 def remove_orphan_temps(path: Path) -> None:
-    """Delete ``atomic_write`` temp files of ``path`` whose writing process no longer runs."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+    """Delete ``atomic_write`` temp files of ``path`` written on this host by processes that no longer run."""
+    for tmp in path.parent.glob(f".{path.name}.{_HOST}-*.tmp"):
+        pid = tmp.name[len(path.name) + len(_HOST) + 3:].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
