@@ -203,7 +203,7 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
         if step % LOG_EVERY == 0 or step == total_steps:
             vals = world.average(torch.stack([loss.detach(), l2.detach(), lp.detach()])).tolist()
             pending.append([step, step * batch / 1000, *vals, round(time.time() - t0, 2)])
-            bar.set_postfix(loss=f"{vals[0]:.3f}", l2=f"{vals[1]:.3f}", lpips=f"{vals[2]:.3f}")
+            bar.set_postfix(loss=f"{vals[0]:.3f}", l2=f"{vals[1]:.3f}", lpips=f"{vals[2]:.3f}", refresh=False)
         bar.update(1)
         if step % ckpt_every == 0 or step == total_steps:
             flush()

@@ -132,7 +132,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, seed: in
         loss.backward()
         opt.step()
         if step % 20 == 0 or step == total - 1:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         at_epoch_end = (step + 1) % steps_per_epoch == 0 and step + 1 < total
         if state_path is not None and at_epoch_end:
             Path(state_path).parent.mkdir(parents=True, exist_ok=True)

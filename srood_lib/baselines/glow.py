@@ -287,7 +287,7 @@ def train_glow(images: np.ndarray, cfg: dict, seed: int, device: torch.device, p
         opt.step()
         sched.step()
         if step % 10 == 0 or step == total - 1:
-            bar.set_postfix(bpd=f"{loss.item():.3f}")
+            bar.set_postfix(bpd=f"{loss.item():.3f}", refresh=False)
     return flow.eval().requires_grad_(False)
 
 

@@ -279,7 +279,8 @@ def train_vae(images: np.ndarray, cfg: dict, seed: int, device: torch.device, pr
         loss.backward()
         opt.step()
         if step % 10 == 0 or step == total - 1:
-            bar.set_postfix(bpd=f"{bits_per_dim(loss.item(), x[0].numel()):.3f}", rate=f"{rate.item():.1f}")
+            bar.set_postfix(bpd=f"{bits_per_dim(loss.item(), x[0].numel()):.3f}", rate=f"{rate.item():.1f}",
+                            refresh=False)
     return vae.eval().requires_grad_(False)
 
 
