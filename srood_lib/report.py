@@ -19,13 +19,14 @@ RESULT_COLUMNS = ["table", "id", "ood", "method", "metric", "value", "ci_low", "
 
 
 def git_commit(short: bool = True, root: Path = PROJECT_ROOT) -> str:
-    """The commit the workbook runs at, with ``+dirty`` when tracked files outside ``results/`` have uncommitted
-    changes. ``results/`` is what the workbook writes, so a re-run over committed results is still clean code."""
+    """The commit the workbook runs at, with ``+dirty`` when tracked files outside ``results/`` and ``detectors/``
+    have uncommitted changes. Those two are what the workbook writes, so a re-run over committed results (or a
+    re-ship over shipped detectors) is still clean code."""
     try:
         args = ["git", "rev-parse", "--short", "HEAD"] if short else ["git", "rev-parse", "HEAD"]
         rev = subprocess.run(args, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=root, capture_output=True, text=True,
+                                ":(exclude)results", ":(exclude)detectors"], cwd=root, capture_output=True, text=True,
                                check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
