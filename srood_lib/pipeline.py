@@ -208,6 +208,11 @@ def calibration_key(cfg: dict, variant: str) -> str:
     return config_hash(calibration)
 
 
+def calibrated_detector_file(cfg: dict, variant: str, prior_key: str | None = None) -> Path:
+    """The calibrated detector notebook 02 caches beside the variant's network."""
+    return detector_path(cfg, variant, prior_key) / f"detector_{calibration_key(cfg, variant)}.pt"
+
+
 def shipped_detector_file(cfg: dict, variant: str, prior_key: str | None = None) -> Path:
     """Where the shipped form of this profile's detector would be (``srood_lib.shipped``)."""
     return shipped.shipped_file(detector_path(cfg, variant, prior_key).name, calibration_key(cfg, variant))
@@ -220,7 +225,7 @@ def default_detector(id_set: str, variant: str, profile: str = "quick") -> Path:
     from srood_lib.config import load_config
 
     cfg = load_config(profile, experiment=id_set)
-    cached = detector_path(cfg, variant) / f"detector_{calibration_key(cfg, variant)}.pt"
+    cached = calibrated_detector_file(cfg, variant)
     path = shipped_detector_file(cfg, variant)
     for candidate in (cached, path):
         if candidate.exists():
@@ -241,20 +246,20 @@ def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageS
     detector with the same keys (``detectors/``) is used instead of training; one with other keys is reported as
     stale and not used. ``det.source`` says which happened."""
     run_dir = detector_path(cfg, variant, prior.prior_id)
-    cal = calibration_key(cfg, variant)
-    final = run_dir / f"detector_{cal}.pt"
+    final = calibrated_detector_file(cfg, variant, prior.prior_id)
     if final.exists():
         det = SROOD.load(final, device=None)
         det.source = f"cached ({final.relative_to(checkpoint_dir())})"
         return det
-    ship = shipped.shipped_file(run_dir.name, cal)
+    ship = shipped_detector_file(cfg, variant, prior.prior_id)
     stale = shipped.stale_files(cfg["data"]["id"], variant, ship)
     if ship.exists():
         # The key holds the data set's name and sizes; its images are checked here (as train_repair checks a
         # checkpoint's): another copy of "cifar10" must not borrow a detector trained on this one.
-        if shipped.record_of(ship).get("images_fingerprint") == data_fingerprint(train_images.images):
+        record = shipped.record_of(ship)
+        if record.get("images_fingerprint") == data_fingerprint(train_images.images):
             det = SROOD.load(ship, device=None)
-            det.source = f"shipped ({ship.name}, {shipped.record_of(ship).get('mode', '?')})"
+            det.source = f"shipped ({ship.name}, {record.get('mode', '?')})"
             return det
         stale.append(ship)
     det = SROOD(detector_config(cfg, variant), prior.path)
@@ -300,7 +305,7 @@ def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: Image
         raise ValueError(f"ship the prior first (export_prior to priors/): {prior.path} is not a stored prior")
     run_dir = detector_path(cfg, variant, prior.prior_id)
     cal = calibration_key(cfg, variant)
-    det = SROOD.load(run_dir / f"detector_{cal}.pt", device="cpu")
+    det = SROOD.load(calibrated_detector_file(cfg, variant, prior.prior_id), device="cpu")
     losses = run_dir / "losses.csv"
     seconds = None
     if losses.exists():
@@ -311,7 +316,7 @@ def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: Image
               "data_hash": data_hash(train_images), "images_fingerprint": data_fingerprint(train_images.images),
               "commit": git_commit(), "train_seconds": seconds,
               "device": device_note, "prior_file": project_relative(prior.path)}
-    dest = shipped.shipped_file(run_dir.name, cal)
+    dest = shipped_detector_file(cfg, variant, prior.prior_id)
     return shipped.write_shipped(det, dest, prior.path, record, losses, mode)
 
 

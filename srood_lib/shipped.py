@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from srood_lib.config import PROJECT_ROOT
+from srood_lib.data.cache import atomic_write
 
 SHIPPED_DIR = PROJECT_ROOT / "detectors"
 
@@ -44,14 +44,10 @@ def write_shipped(det, dest: Path, prior_file: Path, record: dict, losses_csv: P
     """Write ``dest`` (compact detector), its JSON record (with the file's size) and its losses beside it, each
     atomically (temp file, then rename)."""
     det.save_compact(dest, prior_file, mode=mode)
-    record = {**record, "mode": mode, "bytes": dest.stat().st_size}
-    tmp = dest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(dest.with_suffix(".json"))
+    text = json.dumps({**record, "mode": mode, "bytes": dest.stat().st_size}, indent=2, default=str)
+    atomic_write(dest.with_suffix(".json"), lambda f: f.write(text.encode()))
     if losses_csv is not None and losses_csv.exists():
-        tmp = dest.with_suffix(".losses.csv.tmp")
-        shutil.copyfile(losses_csv, tmp)
-        tmp.replace(dest.with_suffix(".losses.csv"))
+        atomic_write(dest.with_suffix(".losses.csv"), lambda f: f.write(losses_csv.read_bytes()))
     return dest
 
 
