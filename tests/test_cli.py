@@ -115,6 +115,7 @@ def test_an_unsafe_pickle_as_detector_is_refused_and_runs_nothing(folder, tmp_pa
 def test_without_checkpoint_score_uses_the_shipped_detector_or_says_how_to_make_it(det, folder, tmp_path,
                                                                                    monkeypatch, capsys):
     monkeypatch.setenv("SROOD_SHIPPED_DIR", str(tmp_path / "shipped"))
+    monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))  # nothing calibrated on this machine
     assert main(["score", "--images", str(folder), "--id-set", "pokemon", "--variant", "rec"]) == 2
     _one_line_error(capsys, "no quick detector for pokemon/rec", "none shipped", "02_train_repair", "--checkpoint")
     cfg = load_config("quick", experiment="cifar10")
