@@ -32,6 +32,7 @@ from srood_lib.train_repair import train_repair  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="quick")
+    ap.add_argument("--id", default=None, help="ID set (default: the profile's first)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     ap.add_argument("--variant", default="sr")
     ap.add_argument("--erosion", default=None, help="test erosion (default: the variant's middle candidate)")
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    cfg = load_config(args.profile, args.set)
+    cfg = load_config(args.profile, args.set, experiment=args.id)
     train, test = pipeline.id_sets(cfg)
     ood, _ = pipeline.ood_sets(cfg)
     prior = pipeline.ensure_prior(cfg, train)

@@ -18,7 +18,8 @@ from srood_lib import pipeline, report
 from srood_lib.config import load_config, notebook_config, results_dir
 from srood_lib.data import ImageSet
 from srood_lib.detector import SROOD
-from srood_lib.rows import missing_rows, table_of
+from srood_lib.levers import trained_lever_config, trained_lever_method
+from srood_lib.rows import evaluate, missing_rows, table_of
 
 
 class Experiment:
@@ -26,6 +27,7 @@ class Experiment:
         self.cfg = cfg
         self.progress = progress
         self._detectors: dict[str, SROOD] = {}
+        self._lever_detectors: dict[str, SROOD] = {}
 
     @classmethod
     def load(cls, profile: str, id_set: str | None = None, overrides=None, progress: bool = True) -> "Experiment":
@@ -116,6 +118,25 @@ class Experiment:
         """Every variant of the profile, in its order."""
         return {v: self.detector(v) for v in self.cfg["repair"]["variants"]}
 
+    def lever_detector(self, name: str) -> SROOD:
+        """The calibrated detector of trained lever ``name`` (BEYOND THE PAPER: ``srood_lib.levers``): the variant
+        of ``trained_levers`` trained with the lever's overrides on the same prior and images, calibrated by the
+        same protocol (``pipeline.fit_detector``, under the lever's own weights key)."""
+        if name not in self._lever_detectors:
+            cfg = trained_lever_config(self.cfg, name)
+            self._lever_detectors[name] = pipeline.fit_detector(cfg, self.cfg["trained_levers"]["variant"],
+                                                                self.prior, self.train, progress=self.progress)
+        return self._lever_detectors[name]
+
+    def lever_methods(self) -> dict[str, SROOD]:
+        """``{row label: detector}``: the faithful variant of ``trained_levers`` first, then each trained lever."""
+        variant = self.cfg["trained_levers"]["variant"]
+        faithful = pipeline.VARIANT_METHODS[variant]
+        out = {faithful: self.detector(variant)}
+        for name in self.cfg["trained_levers"]["runs"]:
+            out[trained_lever_method(self.cfg, name, faithful)] = self.lever_detector(name)
+        return out
+
     # ------------------------------------------------------------------ rows
     def srood_rows(self) -> tuple[pd.DataFrame, dict]:
         """The SR-OOD rows of the experiment's table (with the JPEG control rows when the profile asks) and the
@@ -125,6 +146,19 @@ class Experiment:
         absent = missing_rows(self.cfg, self.table, [pipeline.VARIANT_METHODS[v] for v in self.detectors],
                               self.missing)
         return pd.concat([rows, absent], ignore_index=True), scores
+
+    def trained_lever_rows(self, methods: Mapping[str, SROOD]) -> tuple[pd.DataFrame, dict]:
+        """Rows of each detector of ``methods`` (``lever_methods``) on the experiment's test sets, and the raw scores
+        ``{method: {"id": ..., ood_name: ...}}``. The faithful variant is scored too, on the same images, so its
+        rows can stand beside the levers'; it is already in ``table.csv``, so write only the levers' rows."""
+        frames, raw = [], {}
+        for method, det in methods.items():
+            s_id = det.score(self.test.images)
+            s_ood = {name: det.score(s.images) for name, s in self.ood.items()}
+            raw[method] = {"id": s_id, **s_ood}
+            note = det.settings() + ("" if det.passes_health else "; FAILS the repair-health gate (diagnostic only)")
+            frames.append(evaluate(self.cfg, self.table, method, s_id, s_ood, self.test, self.ood, note=note))
+        return pd.concat(frames, ignore_index=True), raw
 
     def train_test_table(self, n: int) -> pd.DataFrame:
         """Per variant: mean repair distance (LPIPS-alex, chosen setting) on ``n`` of the images its encoder was

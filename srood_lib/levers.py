@@ -8,12 +8,19 @@ the faithful SR-OOD rows, never instead of them.
   spirit of DDPM-OOD's combined reconstruction metrics).
 
 Both use only ID data to set anything; neither retrains the repair network.
+
+Levers that *retrain* it (``trained_levers`` in ``configs/method.yaml``, notebook 09) are config overrides of the
+experiment: ``trained_lever_config`` applies one, and the lever's network gets its own weights key, so the faithful
+network is never touched. ``wnorm``: pSp's W-norm penalty ``lambda_wnorm * ||w+ - w_avg||`` in training, which
+pulls codes towards the prior's mean latent and so shrinks what an OOD image can be encoded into.
 """
 from __future__ import annotations
 
 from typing import Mapping
 
 import numpy as np
+
+from srood_lib.config import apply_overrides
 
 LEVERS = {
     "median_erosions": "median of S over all candidate erosions",
@@ -48,3 +55,24 @@ def lever_scores(detector, sets: Mapping[str, np.ndarray], val_images: np.ndarra
     z = ZScoredL2LPIPS(detector, val_images)
     return {"median_erosions": {name: median_over_erosions(detector, imgs) for name, imgs in sets.items()},
             "zscore_l2_lpips": {name: z.score(imgs) for name, imgs in sets.items()}}
+
+
+# ------------------------------------------------------------------------------------ levers that retrain
+
+TRAINED_LEVERS = {"wnorm": "W-norm penalty in training (pSp)"}
+
+
+def trained_lever_config(cfg: dict, name: str) -> dict:
+    """A copy of the experiment's ``cfg`` with trained lever ``name``'s overrides (``trained_levers.runs``)."""
+    runs = cfg["trained_levers"]["runs"]
+    if name not in runs:
+        raise KeyError(f"no trained lever {name!r}: configs/method.yaml trained_levers.runs has {', '.join(runs)}")
+    return apply_overrides(cfg, runs[name])
+
+
+def trained_lever_method(cfg: dict, name: str, variant_method: str) -> str:
+    """The row label of trained lever ``name`` on ``variant_method``: what it is, its overrides, and that it is
+    beyond the paper, e.g. "SR-OOD_SR + W-norm penalty in training (pSp), lambda_wnorm=0.001 (beyond the paper)"."""
+    runs = cfg["trained_levers"]["runs"]
+    overrides = ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in runs[name].items())
+    return f"{variant_method} + {TRAINED_LEVERS.get(name, name)}, {overrides} (beyond the paper)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -422,13 +423,14 @@ def prior_losses_csv(prior: PriorInfo) -> Path | None:
     return None
 
 
-def selection_table(detectors: dict[str, SROOD]) -> pd.DataFrame:
-    """Each variant's selection: every (T, k, backbone) candidate with its ID-validation specificity, the gate, its
-    AUROC ×100 of held-out ID vs. each outlier kind and their mean; ``chosen`` marks the choice (with eps)."""
+def selection_table(detectors: Mapping[str, SROOD]) -> pd.DataFrame:
+    """Each detector's selection: every (T, k, backbone) candidate with its ID-validation specificity, the gate, its
+    AUROC ×100 of held-out ID vs. each outlier kind and their mean; ``chosen`` marks the choice (with eps). Keys are
+    variants (named by their method) or row labels (``Experiment.lever_methods``)."""
     frames = []
-    for variant, det in detectors.items():
+    for key, det in detectors.items():
         sel = det.selection.copy()
-        sel.insert(0, "method", VARIANT_METHODS[variant])
+        sel.insert(0, "method", VARIANT_METHODS.get(key, key))
         sel["threshold_eps"] = np.where(sel["chosen"], det.threshold, np.nan)
         frames.append(sel)
     return pd.concat(frames, ignore_index=True).round(4)

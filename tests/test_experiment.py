@@ -61,3 +61,23 @@ def test_a_notebook_the_id_set_does_not_list_is_refused(celeba):
     celeba.expect_notebook("03_table")
     with pytest.raises(ValueError, match="05_table4_distance is not a notebook of celeba"):
         celeba.expect_notebook("05_table4_distance")
+
+
+def test_trained_levers_stand_beside_the_faithful_row_on_the_same_images(celeba):
+    class _Lever(_Detector):
+        passes_health = False
+
+        def score(self, images):
+            return -super().score(images)   # ranks OOD below ID here: AUROC 0
+
+    celeba._lever_detectors = {name: _Lever() for name in celeba.cfg["trained_levers"]["runs"]}
+    methods = celeba.lever_methods()
+    faithful, *lever = methods
+    assert faithful == "SR-OOD_SR" and len(lever) == len(celeba.cfg["trained_levers"]["runs"])
+    assert all(m.endswith("(beyond the paper)") for m in lever)
+    rows, scores = celeba.trained_lever_rows(methods)
+    auroc = rows[rows["metric"] == "auroc"].set_index(["method", "ood"])["value"]
+    assert auroc[(faithful, "cifar10")] == 100.0 and auroc[(lever[0], "cifar10")] == 0.0
+    assert set(rows["table"]) == {"II"} and set(scores) == set(methods)
+    notes = rows.set_index("method")["note"]
+    assert "FAILS the repair-health gate" in notes[lever[0]].iloc[0] and "FAILS" not in notes[faithful].iloc[0]

@@ -1,5 +1,6 @@
 """Levers beyond the paper: each is what its name says, computed from the detector's own scores."""
 import numpy as np
+import pytest
 
 from srood_lib import levers
 
@@ -34,3 +35,35 @@ def test_zscore_is_zero_mean_on_the_validation_images_and_keeps_the_order():
 def test_lever_scores_gives_every_lever_for_every_set():
     out = levers.lever_scores(FakeDetector(), {"id": _images([1, 2]), "ood": _images([200])}, _images([1, 5, 9]))
     assert set(out) == set(levers.LEVERS) and all(set(v) == {"id", "ood"} for v in out.values())
+
+
+# ------------------------------------------------------------------------------------ levers that retrain
+
+def test_a_trained_lever_changes_only_its_own_networks_key():
+    from srood_lib import pipeline
+    from srood_lib.config import load_config
+
+    cfg = load_config("smoke", experiment="cifar10")
+    before = pipeline.detector_path(cfg, "sr", prior_key="p")
+    lever = levers.trained_lever_config(cfg, "wnorm")
+    assert lever["repair"]["train"]["lambda_wnorm"] > 0 and cfg["repair"]["train"]["lambda_wnorm"] == 0
+    assert pipeline.detector_path(lever, "sr", prior_key="p") != before
+    assert pipeline.detector_path(cfg, "sr", prior_key="p") == before          # the faithful network's key stays
+    # test-time calibration is the faithful detector's, so the two are chosen by the same protocol
+    assert pipeline.calibration_key(lever, "sr") == pipeline.calibration_key(cfg, "sr")
+
+
+def test_a_trained_levers_row_label_says_what_it_is_and_that_it_is_beyond_the_paper():
+    from srood_lib.config import load_config
+
+    cfg = load_config("smoke", experiment="cifar10")
+    label = levers.trained_lever_method(cfg, "wnorm", "SR-OOD_SR")
+    assert label.startswith("SR-OOD_SR + W-norm") and label.endswith("(beyond the paper)")
+    assert f"lambda_wnorm={cfg['trained_levers']['runs']['wnorm']['repair.train.lambda_wnorm']}" in label
+
+
+def test_an_unknown_trained_lever_is_a_clear_error():
+    from srood_lib.config import load_config
+
+    with pytest.raises(KeyError, match="trained_levers.runs has wnorm"):
+        levers.trained_lever_config(load_config("smoke"), "wnrom")
