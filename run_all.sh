@@ -12,6 +12,9 @@
 #   ./run_all.sh --offline            never download; by default missing datasets are fetched from their
 #                                     official sources (needs internet; offline the attempt fails at once and the
 #                                     error lists every place looked)
+#   ./run_all.sh --retrain            train everything: no stored prior (priors/), no shipped detector
+#                                     (detectors/); models this machine trained before (checkpoints/) are reused,
+#                                     so remove checkpoints/ for a cold start
 #
 # Results land in results/<profile>/ (00_data, the report) and results/<profile>/<id_set>/ (one folder per ID
 # set: executed notebooks, their HTML, CSV tables, PNG figures and the resolved config they ran with). A failing
@@ -23,11 +26,12 @@ profile=quick
 only=""
 id_set=""
 run_tests=0
+retrain=0
 sets=()
 params=()
 pytest_args=()
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -40,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --data-dir) export SROOD_DATA_DIR="${2:?--data-dir needs a path}"; shift 2 ;;
     --download) export SROOD_DOWNLOAD=1; shift ;;   # the default; kept for old command lines
     --offline) export SROOD_DOWNLOAD=0; shift ;;
+    --retrain) retrain=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; pytest_args+=("$@"); break ;;
     *) echo "run_all.sh: unknown argument '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;
@@ -95,6 +100,13 @@ SROOD_RESULTS_DIR="$(cd "${SROOD_RESULTS_DIR:-results}" && pwd)"
 export SROOD_RESULTS_DIR
 out="$SROOD_RESULTS_DIR/$profile"
 mkdir -p "$out"
+if [[ $retrain -eq 1 ]]; then
+  # The stored priors are named per ID set in the profile; a --set after them wins. Shipped detectors are looked up
+  # in SROOD_SHIPPED_DIR: point it at a folder that holds none.
+  sets=("prior.checkpoint=null" "${sets[@]+"${sets[@]}"}")
+  export SROOD_SHIPPED_DIR="$out/.no-shipped-detectors"
+  echo "==> --retrain: priors and SR-OOD detectors are trained here (not read from priors/ or detectors/)"
+fi
 set_args=()
 for s in "${sets[@]+"${sets[@]}"}"; do set_args+=(--set "$s"); done
 if [[ -n "$id_set" ]]; then

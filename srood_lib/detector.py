@@ -103,14 +103,18 @@ class SROOD:
         train, val = split_validation(images, cfg["n_val"], cfg["seed"])
         self.net = train_repair(train, self.generator, cfg["train"], cfg["encoder"], cfg["train_erosions"], out_dir,
                                 seed=cfg["seed"], device=self.device, prior_id=prior_id, progress=progress)
-        self.select_settings(val, validation_ood)
+        self.select_settings(val, validation_ood, progress=progress)
         return self
 
-    def select_settings(self, val_images: np.ndarray, validation_ood: dict[str, np.ndarray] | None = None) -> str:
+    def select_settings(self, val_images: np.ndarray, validation_ood: dict[str, np.ndarray] | None = None,
+                        progress: bool = True) -> str:
         """Choose (T*, k, backbone) on held-out ID vs. outliers, among settings that pass the health gate; set eps.
 
         Returns T*. ``self.selection`` keeps every candidate's specificity and AUROCs (×100)."""
+        from itertools import product
+
         from srood_lib.health import specificity_from_repairs
+        from srood_lib.progress import tqdm
 
         cfg = self.config
         pick = np.asarray(val_images[:cfg["selection_images"]])
@@ -119,20 +123,21 @@ class SROOD:
             outliers[f"real:{name}"] = np.asarray(imgs[:len(pick)])
         nets = candidates(cfg["lpips_net"])
         rows = []
-        for erosion in cfg["candidate_erosions"]:
-            for k in candidates(cfg["mix_from_layer"]):
-                _, rep, x = self.repair(pick[:64], erosion=erosion, mix_from_layer=k)
-                spec = float(np.mean(specificity_from_repairs(rep.float().cpu(), x.cpu())))
-                s_val = self.score_nets(pick, nets, erosion=erosion, mix_from_layer=k)
-                s_out = {kind: self.score_nets(imgs, nets, erosion=erosion, mix_from_layer=k)
-                         for kind, imgs in outliers.items()}
-                for net in nets:
-                    row = {"erosion": erosion, "mix_from_layer": mix_label(k), "lpips_net": net,
-                           "specificity": round(spec, 4), "passes_gate": spec >= cfg["min_specificity"]}
-                    for kind in outliers:
-                        row[kind] = 100 * auroc(s_val[net], s_out[kind][net])
-                    row["mean"] = float(np.mean([row[kind] for kind in outliers]))
-                    rows.append(row)
+        settings = list(product(cfg["candidate_erosions"], candidates(cfg["mix_from_layer"])))
+        for erosion, k in tqdm(settings, desc=f"{cfg['variant']}: choosing T*, k, backbone", unit="setting",
+                               disable=not progress):
+            _, rep, x = self.repair(pick[:64], erosion=erosion, mix_from_layer=k)
+            spec = float(np.mean(specificity_from_repairs(rep.float().cpu(), x.cpu())))
+            s_val = self.score_nets(pick, nets, erosion=erosion, mix_from_layer=k)
+            s_out = {kind: self.score_nets(imgs, nets, erosion=erosion, mix_from_layer=k)
+                     for kind, imgs in outliers.items()}
+            for net in nets:
+                row = {"erosion": erosion, "mix_from_layer": mix_label(k), "lpips_net": net,
+                       "specificity": round(spec, 4), "passes_gate": spec >= cfg["min_specificity"]}
+                for kind in outliers:
+                    row[kind] = 100 * auroc(s_val[net], s_out[kind][net])
+                row["mean"] = float(np.mean([row[kind] for kind in outliers]))
+                rows.append(row)
         table = pd.DataFrame(rows)
         eligible = table[table["passes_gate"]]
         self.passes_health = not eligible.empty

@@ -59,7 +59,7 @@ def lever_scores(detector, sets: Mapping[str, np.ndarray], val_images: np.ndarra
 
 # ------------------------------------------------------------------------------------ levers that retrain
 
-TRAINED_LEVERS = {"wnorm": "W-norm penalty in training (pSp)"}
+TRAINED_LEVERS = {"wnorm": "W-norm penalty (pSp)"}
 
 
 def trained_lever_config(cfg: dict, name: str) -> dict:
@@ -72,7 +72,7 @@ def trained_lever_config(cfg: dict, name: str) -> dict:
 
 def trained_lever_method(cfg: dict, name: str, variant_method: str) -> str:
     """The row label of trained lever ``name`` on ``variant_method``: what it is, its overrides, and that it is
-    beyond the paper, e.g. "SR-OOD_SR + W-norm penalty in training (pSp), lambda_wnorm=0.001 (beyond the paper)"."""
+    beyond the paper, e.g. "SR-OOD_SR + W-norm penalty (pSp), lambda_wnorm=0.001 (beyond the paper)"."""
     runs = cfg["trained_levers"]["runs"]
     overrides = ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in runs[name].items())
     return f"{variant_method} + {TRAINED_LEVERS.get(name, name)}, {overrides} (beyond the paper)"

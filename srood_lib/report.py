@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -244,10 +245,11 @@ def score_histograms(scores: dict[str, dict[str, np.ndarray]], id_key: str = "id
             ax.hist(s_ood, bins=edges, alpha=0.6, density=True, label=ood)
             if threshold and threshold.get(name) is not None:
                 ax.axvline(threshold[name], color="k", ls="--", lw=1, label="ε")
-            ax.set_title(f"{name} vs {ood}", fontsize=9)
+            long_name = len(name) > 24  # a long row name goes once, beside its row, not over every panel
+            ax.set_title(f"vs {ood}" if long_name else f"{name} vs {ood}", fontsize=9)
             ax.tick_params(labelsize=7)
             if c == 0:
-                ax.set_ylabel("density", fontsize=8)
+                ax.set_ylabel(textwrap.fill(name, 28) + "\ndensity" if long_name else "density", fontsize=8)
             ax.legend(fontsize=6)
     return _finish(fig, title, path)
 

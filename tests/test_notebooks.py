@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +99,17 @@ def test_run_all_checks_the_data_of_the_id_set_it_runs(workbook_env, tmp_path):
     proc = run_all(["--profile", "smoke", "--id", "celeba", "--only", "03_table"], env)
     assert proc.returncode == 2 and "celeba" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "results" / "smoke" / "celeba" / "config.resolved.yaml").exists()
+
+
+def test_retrain_drops_the_stored_prior_and_the_shipped_detectors(workbook_env, tmp_path):
+    data = tmp_path / "local"
+    data.mkdir()  # no CelebA: the run stops at the data check, after resolving the config
+    env = {**workbook_env, "SROOD_DATA_DIR": str(data), "SROOD_DOWNLOAD": "0"}
+    resolved = tmp_path / "results" / "quick" / "celeba" / "config.resolved.yaml"
+    plain = run_all(["--offline", "--id", "celeba", "--only", "03_table"], env)
+    assert plain.returncode == 2 and "--retrain" not in plain.stdout
+    assert yaml.safe_load(resolved.read_text())["prior"]["checkpoint"].startswith("priors/")
+    proc = run_all(["--offline", "--retrain", "--id", "celeba", "--only", "03_table"], env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--retrain: priors and SR-OOD detectors are trained here" in proc.stdout
+    assert yaml.safe_load(resolved.read_text())["prior"]["checkpoint"] is None
