@@ -19,7 +19,7 @@ from srood_lib.config import load_config, notebook_config, results_dir
 from srood_lib.data import ImageSet
 from srood_lib.detector import SROOD
 from srood_lib.levers import trained_lever_config, trained_lever_method
-from srood_lib.rows import evaluate, missing_rows, table_of
+from srood_lib.rows import missing_rows, table_of
 
 
 class Experiment:
@@ -151,14 +151,7 @@ class Experiment:
         """Rows of each detector of ``methods`` (``lever_methods``) on the experiment's test sets, and the raw scores
         ``{method: {"id": ..., ood_name: ...}}``. The faithful variant is scored too, on the same images, so its
         rows can stand beside the levers'; it is already in ``table.csv``, so write only the levers' rows."""
-        frames, raw = [], {}
-        for method, det in methods.items():
-            s_id = det.score(self.test.images)
-            s_ood = {name: det.score(s.images) for name, s in self.ood.items()}
-            raw[method] = {"id": s_id, **s_ood}
-            note = det.settings() + ("" if det.passes_health else "; FAILS the repair-health gate (diagnostic only)")
-            frames.append(evaluate(self.cfg, self.table, method, s_id, s_ood, self.test, self.ood, note=note))
-        return pd.concat(frames, ignore_index=True), raw
+        return pipeline.score_variants(self.cfg, methods, self.test, self.ood, jpeg_control=False)
 
     def train_test_table(self, n: int) -> pd.DataFrame:
         """Per variant: mean repair distance (LPIPS-alex, chosen setting) on ``n`` of the images its encoder was

@@ -323,22 +323,23 @@ def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: Image
 
 # ------------------------------------------------------------------------------------------------ evaluation
 
-def score_variants(cfg: dict, detectors: dict[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
+def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
                    jpeg_control: bool) -> tuple[pd.DataFrame, dict]:
-    """Score ID test and every OOD set with each variant's T*; with ``jpeg_control`` also score the OOD sets after
-    the same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy (rows noted "OOD JPEG q75 4:2:0").
+    """Score ID test and every OOD set with each detector's chosen setting (keys: variants, named by their method,
+    or row labels such as ``Experiment.lever_methods``'); with ``jpeg_control`` also score the OOD sets after the
+    same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy (rows noted "OOD JPEG q75 4:2:0").
 
-    Returns the results rows and the raw scores ``{variant: {"id": ..., ood_name: ...}}``.
+    Returns the results rows and the raw scores ``{key: {"id": ..., ood_name: ...}}``.
     """
     from srood_lib.compression import jpeg_roundtrip
 
     frames, raw, table = [], {}, table_of(cfg)
     jpeg = {name: jpeg_roundtrip(s.images) for name, s in ood.items()} if jpeg_control else {}
-    for variant, det in detectors.items():
-        method = VARIANT_METHODS[variant]
+    for key, det in detectors.items():
+        method = VARIANT_METHODS.get(key, key)
         s_id = det.score(id_set.images)
         s_ood = {name: det.score(s.images) for name, s in ood.items()}
-        raw[variant] = {"id": s_id, **s_ood}
+        raw[key] = {"id": s_id, **s_ood}
         note = det.settings() + ("" if det.passes_health else "; FAILS the repair-health gate (diagnostic only)")
         frames.append(evaluate(cfg, table, method, s_id, s_ood, id_set, ood, note=note))
         if jpeg:
