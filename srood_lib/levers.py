@@ -12,7 +12,8 @@ Both use only ID data to set anything; neither retrains the repair network.
 Levers that *retrain* it (``trained_levers`` in ``configs/method.yaml``, notebook 09) are config overrides of the
 experiment: ``trained_lever_config`` applies one, and the lever's network gets its own weights key, so the faithful
 network is never touched. ``wnorm``: pSp's W-norm penalty ``lambda_wnorm * ||w+ - w_avg||`` in training, which
-pulls codes towards the prior's mean latent and so shrinks what an OOD image can be encoded into.
+pulls codes towards the prior's mean latent and so shrinks what an OOD image can be encoded into. ``w_latent``:
+the encoder gives one code for every layer (W, not the paper's W+), so a repair is one drawing of the prior.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def lever_scores(detector, sets: Mapping[str, np.ndarray], val_images: np.ndarra
 
 # ------------------------------------------------------------------------------------ levers that retrain
 
-TRAINED_LEVERS = {"wnorm": "W-norm penalty (pSp)"}
+TRAINED_LEVERS = {"wnorm": "W-norm penalty (pSp)", "w_latent": "encoder into W, one code for all layers"}
 
 
 def trained_lever_config(cfg: dict, name: str) -> dict:

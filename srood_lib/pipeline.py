@@ -161,9 +161,9 @@ def repair_recipe(cfg: dict, variant: str, prior_key: str) -> dict:
     d, rep = cfg["data"], cfg["repair"]
     if variant not in rep["variants"]:
         raise KeyError(f"unknown SR-OOD variant {variant!r}; the profile defines {sorted(rep['variants'])}")
-    from srood_lib.train_repair import weights_recipe
+    from srood_lib.train_repair import encoder_recipe, weights_recipe
 
-    return {"train": weights_recipe(rep["train"]), "encoder": rep["encoder"],
+    return {"train": weights_recipe(rep["train"]), "encoder": encoder_recipe(rep["encoder"]),
             "train_erosions": rep["variants"][variant]["train_erosions"],
             "seed": cfg["seed"], "data": {"id": d["id"], "resolution": d["resolution"], "n_train": d["n_train"],
                                           "n_val": d["n_val"]}, "prior": prior_key}

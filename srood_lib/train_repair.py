@@ -43,9 +43,18 @@ RESUMABLE_KEYS = ("kimg", "checkpoint_kimg")
 SETTINGS_OFF = {"lambda_delta": 0.0, "lambda_wnorm": 0.0, "lr_decay_fraction": 0.0}
 
 
+ENCODER_SETTINGS_OFF = {"latent": "wplus"}
+
+
 def weights_recipe(train_cfg: dict) -> dict:
     """The training section as it bears on the weights: settings at their off value left out."""
     return {k: v for k, v in train_cfg.items() if not (k in SETTINGS_OFF and v == SETTINGS_OFF[k])}
+
+
+def encoder_recipe(encoder_cfg: dict) -> dict:
+    """The encoder section as it bears on the weights: the paper's W+ is the off value of ``latent``."""
+    return {k: v for k, v in encoder_cfg.items()
+            if not (k in ENCODER_SETTINGS_OFF and v == ENCODER_SETTINGS_OFF[k])}
 
 
 def resumable_keys(train_cfg: dict) -> tuple[str, ...]:
@@ -93,7 +102,7 @@ def wnorm_penalty(wplus: torch.Tensor, w_avg: torch.Tensor) -> torch.Tensor:
 
 def _recipe(train_cfg: dict, encoder_cfg: dict, erosions: list[str], prior_id: str) -> dict:
     train = {k: v for k, v in weights_recipe(train_cfg).items() if k not in resumable_keys(train_cfg)}
-    return {"train": train, "encoder": encoder_cfg,
+    return {"train": train, "encoder": encoder_recipe(encoder_cfg),
             "erosions": list(erosions), "prior": prior_id}
 
 

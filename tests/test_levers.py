@@ -53,6 +53,17 @@ def test_a_trained_lever_changes_only_its_own_networks_key():
     assert pipeline.calibration_key(lever, "sr") == pipeline.calibration_key(cfg, "sr")
 
 
+def test_the_w_latent_lever_trains_a_w_encoder_under_its_own_key():
+    from srood_lib import pipeline
+    from srood_lib.config import load_config
+
+    cfg = load_config("smoke", experiment="cifar10")
+    lever = levers.trained_lever_config(cfg, "w_latent")
+    assert lever["repair"]["encoder"]["latent"] == "w" and cfg["repair"]["encoder"]["latent"] == "wplus"
+    assert pipeline.detector_path(lever, "sr", prior_key="p") != pipeline.detector_path(cfg, "sr", prior_key="p")
+    assert "encoder into W" in levers.trained_lever_method(cfg, "w_latent", "SR-OOD_SR")
+
+
 def test_a_trained_levers_row_label_says_what_it_is_and_that_it_is_beyond_the_paper():
     from srood_lib.config import load_config
 
@@ -65,5 +76,5 @@ def test_a_trained_levers_row_label_says_what_it_is_and_that_it_is_beyond_the_pa
 def test_an_unknown_trained_lever_is_a_clear_error():
     from srood_lib.config import load_config
 
-    with pytest.raises(KeyError, match="trained_levers.runs has wnorm"):
+    with pytest.raises(KeyError, match="trained_levers.runs has wnorm, w_latent"):
         levers.trained_lever_config(load_config("smoke"), "wnrom")

@@ -94,3 +94,23 @@ def test_rebuild_encoder_from_init_kwargs():
     E2.load_state_dict(E.state_dict())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(E.eval()(x), E2.eval()(x))
+
+
+def test_a_w_encoder_gives_one_code_for_every_layer_and_rebuilds_from_its_kwargs():
+    torch.manual_seed(0)
+    E = PSPEncoder(32, W_DIM, stem_channels=8, stage_channels=[8, 16, 16], blocks_per_stage=[1, 1, 1],
+                   fpn_channels=16, head_init_scale=1.0, latent="w").eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    codes = E(x)
+    _, G = tiny_parts()
+    assert codes.shape == (3, G.n_latent, W_DIM) and len(E.heads) == 1
+    assert torch.equal(codes, codes[:, :1].expand_as(codes))            # the same style at every layer
+    assert not torch.allclose(codes[0], codes[1])                        # but it depends on the image
+    E2 = PSPEncoder(**E.init_kwargs).eval()
+    E2.load_state_dict(E.state_dict())
+    assert torch.equal(E2(x), codes)
+
+
+def test_an_unknown_latent_space_is_a_clear_error():
+    with pytest.raises(ValueError, match="latent must be one of"):
+        PSPEncoder(32, W_DIM, latent="z")

@@ -109,6 +109,14 @@ def test_a_setting_at_its_off_value_is_not_part_of_the_recipe():
         assert weights_recipe(train_cfg(**{key: 0.1}))[key] == 0.1
 
 
+def test_the_papers_latent_space_is_not_part_of_the_encoder_recipe_and_w_is():
+    from srood_lib.train_repair import encoder_recipe
+
+    enc = {"stem_channels": 8, "latent": "wplus"}
+    assert encoder_recipe(enc) == {"stem_channels": 8}            # networks trained before the key existed keep theirs
+    assert encoder_recipe({**enc, "latent": "w"})["latent"] == "w"
+
+
 def test_wnorm_penalty_is_the_mean_frobenius_distance_to_w_avg():
     from srood_lib.train_repair import wnorm_penalty
 

@@ -6,6 +6,10 @@ feature map with strided convs to a ``w_dim`` vector. Styles for the coarse laye
 level, the middle layers the middle level, the fine layers the highest-resolution level. The encoder predicts
 OFFSETS from the generator's ``w_avg`` (heads start with a small init, so an untrained encoder outputs ~w_avg).
 
+``latent="w"`` (BEYOND THE PAPER) restricts the code to W: one head on the coarse level gives one style, broadcast
+to every layer (a single-code encoder, as the original StyleGAN inversions use), so an image is repaired from what
+one latent of the prior can draw rather than from a per-layer combination that can reach almost any image.
+
 SR-OOD's test-time style mixing replaces styles ``k, k+1, ...`` of the encoded W+ with ``w_avg``
 (``mix_with_mean``), which moves OOD reconstructions further from their inputs than ID ones.
 """
@@ -21,6 +25,7 @@ from srood_lib.models.stylegan2 import EqualLinear, Generator, n_latent_for
 
 NORMS = ("batch", "group", "none")
 BLOCKS = ("ir_se", "basic")
+LATENTS = ("wplus", "w")  # the paper's W+ (one style per layer) | W (one style for all layers; beyond the paper)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -106,7 +111,8 @@ class Map2Style(nn.Module):
 
 
 class PSPEncoder(nn.Module):
-    """Eroded image (N, 3, R, R) in [-1, 1] -> W+ offsets from w_avg, shape (N, n_styles, w_dim).
+    """Eroded image (N, 3, R, R) in [-1, 1] -> W+ offsets from w_avg, shape (N, n_styles, w_dim) (with
+    ``latent="w"`` the same offset repeated for every style).
 
     Backbone: a stem at full resolution and three stages, each halving the resolution (R/2, R/4, R/8), giving the
     fine, medium and coarse levels. Styles ``k < coarse_end`` read the coarse level, ``k < middle_end`` the medium
@@ -116,8 +122,10 @@ class PSPEncoder(nn.Module):
     def __init__(self, resolution: int, w_dim: int, stem_channels: int = 32,
                  stage_channels: tuple | list = (64, 128, 256), blocks_per_stage: tuple | list = (2, 2, 2),
                  fpn_channels: int = 128, block: str = "ir_se", norm: str = "batch", head_init_scale: float = 0.1,
-                 coarse_end: int = 4, middle_end: int = 6):
+                 coarse_end: int = 4, middle_end: int = 6, latent: str = "wplus"):
         super().__init__()
+        if latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
         if len(stage_channels) != 3 or len(blocks_per_stage) != 3:
             raise ValueError("stage_channels and blocks_per_stage need exactly 3 entries (fine, medium, coarse)")
         if block not in BLOCKS:
@@ -129,8 +137,8 @@ class PSPEncoder(nn.Module):
                                 stage_channels=[int(c) for c in stage_channels],
                                 blocks_per_stage=[int(b) for b in blocks_per_stage], fpn_channels=int(fpn_channels),
                                 block=block, norm=norm, head_init_scale=float(head_init_scale),
-                                coarse_end=int(coarse_end), middle_end=int(middle_end))
-        self.resolution, self.w_dim, self.n_styles = resolution, w_dim, n_styles
+                                coarse_end=int(coarse_end), middle_end=int(middle_end), latent=latent)
+        self.resolution, self.w_dim, self.n_styles, self.latent = resolution, w_dim, n_styles, latent
         self.coarse_end = min(coarse_end, n_styles)
         self.middle_end = min(max(middle_end, self.coarse_end), n_styles)
         block_cls = IRSEBlock if block == "ir_se" else BasicBlock
@@ -149,8 +157,9 @@ class PSPEncoder(nn.Module):
         self.lateral_mid = nn.Conv2d(c_mid, fpn_channels, 1)
         self.lateral_fine = nn.Conv2d(c_fine, fpn_channels, 1)
         spatial = {"coarse": resolution // 8, "mid": resolution // 4, "fine": resolution // 2}
+        n_heads = n_styles if latent == "wplus" else 1  # W: the one style reads the coarse level (level_of(0))
         self.heads = nn.ModuleList(
-            Map2Style(fpn_channels, w_dim, spatial[self.level_of(k)], head_init_scale) for k in range(n_styles))
+            Map2Style(fpn_channels, w_dim, spatial[self.level_of(k)], head_init_scale) for k in range(n_heads))
 
     def level_of(self, k: int) -> str:
         """Which pyramid level style ``k`` reads: "coarse", "mid" or "fine"."""
@@ -170,6 +179,8 @@ class PSPEncoder(nn.Module):
         p_fine = self.lateral_fine(c_fine) + F.interpolate(p_mid, size=c_fine.shape[-2:], mode="bilinear",
                                                            align_corners=False)
         levels = {"coarse": p_coarse, "mid": p_mid, "fine": p_fine}
+        if self.latent == "w":
+            return self.heads[0](levels[self.level_of(0)]).unsqueeze(1).expand(-1, self.n_styles, -1)
         return torch.stack([head(levels[self.level_of(k)]) for k, head in enumerate(self.heads)], dim=1)
 
 
