@@ -128,13 +128,17 @@ class Experiment:
                                                                 self.prior, self.train, progress=self.progress)
         return self._lever_detectors[name]
 
+    def lever_labels(self) -> dict[str, str]:
+        """``{trained lever name: its row label}``, in ``trained_levers.runs`` order."""
+        faithful = pipeline.VARIANT_METHODS[self.cfg["trained_levers"]["variant"]]
+        return {name: trained_lever_method(self.cfg, name, faithful) for name in self.cfg["trained_levers"]["runs"]}
+
     def lever_methods(self) -> dict[str, SROOD]:
         """``{row label: detector}``: the faithful variant of ``trained_levers`` first, then each trained lever."""
         variant = self.cfg["trained_levers"]["variant"]
-        faithful = pipeline.VARIANT_METHODS[variant]
-        out = {faithful: self.detector(variant)}
-        for name in self.cfg["trained_levers"]["runs"]:
-            out[trained_lever_method(self.cfg, name, faithful)] = self.lever_detector(name)
+        out = {pipeline.VARIANT_METHODS[variant]: self.detector(variant)}
+        for name, label in self.lever_labels().items():
+            out[label] = self.lever_detector(name)
         return out
 
     # ------------------------------------------------------------------ rows
