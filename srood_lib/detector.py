@@ -46,6 +46,16 @@ COMPACT_MODES = ("fp16", "int8", "mixed")
 # whose features every style reads.
 MIXED_INT8_PREFIXES = ("heads.",)
 _DEFAULT = object()  # "use the detector's own setting"
+SCORE_MEMO_ENTRIES = 4096  # scores kept per detector (each one float per image): ~16 KB for 2,000 images
+
+
+def images_digest(images: np.ndarray) -> str:
+    """A content key for a uint8 image batch (shape and bytes): the same images give the same key wherever they
+    come from, so a notebook that scores one test set under several analyses repairs it once per setting."""
+    import hashlib
+
+    arr = np.ascontiguousarray(images)
+    return f"{arr.shape}:{arr.dtype}:" + hashlib.blake2b(memoryview(arr).cast("B"), digest_size=16).hexdigest()
 
 
 def detector_config(profile_cfg: dict, variant: str) -> dict:
@@ -84,7 +94,7 @@ class SROOD:
         self.config = copy.deepcopy(config)
         self.device = resolve_device(config["device"])
         self.generator = generator if isinstance(generator, Generator) else load_prior(generator, self.device)
-        self.net: RepairNetwork | None = None
+        self.net = None  # the property below also empties the score memo whenever the network is replaced
         self.erosion_name: str | None = None
         self.mix_from_layer: int | None = candidates(config["mix_from_layer"])[0]
         self.lpips_net: str = candidates(config["lpips_net"])[0]
@@ -92,6 +102,15 @@ class SROOD:
         self.threshold: float | None = None
         self.selection: pd.DataFrame | None = None
         self.source = "fitted here"  # where the weights came from (pipeline.fit_detector: cached, shipped, trained)
+
+    @property
+    def net(self) -> RepairNetwork | None:
+        return self._net
+
+    @net.setter
+    def net(self, value: RepairNetwork | None) -> None:
+        self._net = value
+        self._scores: dict[tuple, np.ndarray] = {}  # (images digest, T, k, metric, backbone) -> S(x), float64
 
     # ------------------------------------------------------------------------------------------- training
     def fit(self, images: np.ndarray, out_dir: str | os.PathLike, prior_id: str = "", progress: bool = True,
@@ -180,15 +199,29 @@ class SROOD:
     @torch.no_grad()
     def score_nets(self, images: np.ndarray, nets: Sequence[str], erosion=_DEFAULT, mix_from_layer=_DEFAULT,
                    metric: str | None = None) -> dict[str, np.ndarray]:
-        """OOD scores S(x) (higher = more OOD) under several LPIPS backbones from one repair pass, in batches."""
+        """OOD scores S(x) (higher = more OOD) under several LPIPS backbones from one repair pass, in batches.
+
+        Scores are memoised per (images, T, k, metric, backbone) while the network stays the same (repairs are
+        deterministic: fixed noise, seeded erosions), so analyses that revisit a setting do not repair again;
+        copies are returned, so a caller may change them."""
         metric = metric or self.config["distance"]
-        bs = int(self.config["batch_size"])
-        out: dict[str, list] = {net: [] for net in nets}
-        for i in range(0, len(images), bs):
-            _, repaired, x = self.repair(images[i:i + bs], erosion=erosion, mix_from_layer=mix_from_layer)
-            for net in nets:
-                out[net].append(distance(repaired.float(), x, metric, net=net).cpu())
-        return {net: torch.cat(v).numpy().astype(np.float64) if v else np.zeros(0) for net, v in out.items()}
+        name = self.erosion_name if erosion is _DEFAULT else erosion
+        mix = self.mix_from_layer if mix_from_layer is _DEFAULT else mix_from_layer
+        digest = images_digest(images)
+        key = {net: (digest, name, mix, metric, net if metric != "l2" else None) for net in nets}
+        todo = list(dict.fromkeys(net for net in nets if key[net] not in self._scores))
+        if todo:
+            bs = int(self.config["batch_size"])
+            out: dict[str, list] = {net: [] for net in todo}
+            for i in range(0, len(images), bs):
+                _, repaired, x = self.repair(images[i:i + bs], erosion=name, mix_from_layer=mix)
+                for net in todo:
+                    out[net].append(distance(repaired.float(), x, metric, net=net).cpu())
+            if len(self._scores) + len(todo) > SCORE_MEMO_ENTRIES:
+                self._scores.clear()
+            for net, v in out.items():
+                self._scores[key[net]] = torch.cat(v).numpy().astype(np.float64) if v else np.zeros(0)
+        return {net: self._scores[key[net]].copy() for net in nets}
 
     def score(self, images: np.ndarray, erosion=_DEFAULT, mix_from_layer=_DEFAULT, metric: str | None = None,
               lpips_net: str | None = None) -> np.ndarray:

@@ -140,3 +140,21 @@ def test_compact_detector_refuses_a_missing_or_changed_prior(fitted, tmp_path):
         SROOD.load(small)
     with pytest.raises(ValueError, match="compact mode"):
         fitted.save_compact(tmp_path / "e.pt", prior, mode="int4")
+
+
+def test_a_setting_scored_again_is_read_from_the_memo_and_equals_a_fresh_pass(fitted, monkeypatch):
+    imgs = smooth_images(8, 5)
+    first = fitted.score(imgs, erosion="bicubic_x4", mix_from_layer=None, lpips_net="vgg")
+    calls = []
+    real_repair = SROOD.repair
+    monkeypatch.setattr(SROOD, "repair", lambda self, *a, **k: calls.append(1) or real_repair(self, *a, **k))
+    again = fitted.score(imgs.copy(), erosion="bicubic_x4", mix_from_layer=None, lpips_net="vgg")
+    assert calls == [] and np.array_equal(first, again)               # same content, no repair pass
+    again[:] = -1                                                      # a caller's copy: the memo is untouched
+    assert np.array_equal(fitted.score(imgs, erosion="bicubic_x4", mix_from_layer=None, lpips_net="vgg"), first)
+    other = fitted.score(imgs, erosion="bicubic_x2", mix_from_layer=None, lpips_net="vgg")
+    assert calls and not np.array_equal(other, first)                  # another setting is repaired anew
+    fitted.net = fitted.net                                            # a replaced network empties the memo
+    n = len(calls)
+    assert np.allclose(fitted.score(imgs, erosion="bicubic_x4", mix_from_layer=None, lpips_net="vgg"), first)
+    assert len(calls) > n
