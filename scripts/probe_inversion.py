@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -30,10 +29,7 @@ from srood_lib.erosion import parse_erosion  # noqa: E402
 from srood_lib.metrics import auroc  # noqa: E402
 from srood_lib.train_prior import load_prior  # noqa: E402
 from srood_lib.perceptual import distance, lpips_distance  # noqa: E402
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+from srood_lib.runtime import to_float_images, uint8_to_tensor  # noqa: E402
 
 
 def invert(generator, x: torch.Tensor, erosion, space: str, steps: int, lr: float) -> torch.Tensor:
@@ -79,7 +75,7 @@ def main() -> None:
     for space in args.space:
         for name, imgs in sets.items():
             t0 = time.time()
-            x = to_tensor(imgs)
+            x = to_float_images(uint8_to_tensor(imgs))
             rep = invert(generator, x, erosion, space, args.steps, args.lr)
             with torch.no_grad():
                 scores[space, name] = {net: lpips_distance(rep, x, net).numpy() for net in ("alex", "vgg")}

@@ -46,15 +46,18 @@ SETTINGS_OFF = {"lambda_delta": 0.0, "lambda_wnorm": 0.0, "lr_decay_fraction": 0
 ENCODER_SETTINGS_OFF = {"latent": "wplus"}
 
 
+def _without_off(section: dict, off: dict) -> dict:
+    return {k: v for k, v in section.items() if not (k in off and v == off[k])}
+
+
 def weights_recipe(train_cfg: dict) -> dict:
     """The training section as it bears on the weights: settings at their off value left out."""
-    return {k: v for k, v in train_cfg.items() if not (k in SETTINGS_OFF and v == SETTINGS_OFF[k])}
+    return _without_off(train_cfg, SETTINGS_OFF)
 
 
 def encoder_recipe(encoder_cfg: dict) -> dict:
     """The encoder section as it bears on the weights: the paper's W+ is the off value of ``latent``."""
-    return {k: v for k, v in encoder_cfg.items()
-            if not (k in ENCODER_SETTINGS_OFF and v == ENCODER_SETTINGS_OFF[k])}
+    return _without_off(encoder_cfg, ENCODER_SETTINGS_OFF)
 
 
 def resumable_keys(train_cfg: dict) -> tuple[str, ...]:
