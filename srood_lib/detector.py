@@ -132,7 +132,7 @@ class SROOD:
         Returns T*. ``self.selection`` keeps every candidate's specificity and AUROCs (×100)."""
         from itertools import product
 
-        from srood_lib.health import specificity_from_repairs
+        from srood_lib.health import N_SPECIFICITY, specificity_from_repairs
         from srood_lib.progress import tqdm
 
         cfg = self.config
@@ -145,7 +145,7 @@ class SROOD:
         settings = list(product(cfg["candidate_erosions"], candidates(cfg["mix_from_layer"])))
         for erosion, k in tqdm(settings, desc=f"{cfg['variant']}: choosing T*, k, backbone", unit="setting",
                                disable=not progress):
-            _, rep, x = self.repair(pick[:64], erosion=erosion, mix_from_layer=k)
+            _, rep, x = self.repair(pick[:N_SPECIFICITY], erosion=erosion, mix_from_layer=k)
             spec = float(np.mean(specificity_from_repairs(rep.float().cpu(), x.cpu())))
             s_val = self.score_nets(pick, nets, erosion=erosion, mix_from_layer=k)
             s_out = {kind: self.score_nets(imgs, nets, erosion=erosion, mix_from_layer=k)

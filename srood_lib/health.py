@@ -21,29 +21,31 @@ import pandas as pd
 import torch
 
 from srood_lib.models.psp import mix_label
-from srood_lib.perceptual import distance
+from srood_lib.perceptual import pairwise_lpips
 
 _DEFAULT = object()
 
 
+N_SPECIFICITY = 64  # ID images behind one specificity value: the gate's sample (selection, health tables)
+
+
 @torch.no_grad()
 def specificity_from_repairs(repaired: torch.Tensor, originals: torch.Tensor, net: str = "alex") -> np.ndarray:
-    """Per-image specificity (see module doc) of float repairs ``(N, 3, H, W)`` against their inputs, N >= 2."""
+    """Per-image specificity (see module doc) of float repairs ``(N, 3, H, W)`` against their inputs, N >= 2.
+
+    The median over the N - 1 other inputs is the lower middle value when N - 1 is even (``torch.median``)."""
     n = len(originals)
     if n < 2 or repaired.shape != originals.shape:
         raise ValueError(f"specificity needs >= 2 repairs and inputs of one shape, got {tuple(repaired.shape)} "
                          f"and {tuple(originals.shape)}")
-    own = distance(repaired, originals, "lpips", net=net)
-    out = np.empty(n)
-    for i in range(n):
-        others = torch.cat([originals[:i], originals[i + 1:]])
-        to_others = distance(repaired[i:i + 1].expand_as(others), others, "lpips", net=net)
-        out[i] = 1.0 - float(own[i]) / max(float(to_others.median()), 1e-12)
-    return out
+    d = pairwise_lpips(repaired, originals, net=net)  # d[i, j] = LPIPS(R_i, x_j)
+    own = d.diagonal()
+    to_others = d[~torch.eye(n, dtype=torch.bool, device=d.device)].reshape(n, n - 1)
+    return (1.0 - own / to_others.median(dim=1).values.clamp_min(1e-12)).cpu().numpy()
 
 
 def repair_health(detector, id_images: np.ndarray, ood_sets: Mapping[str, np.ndarray] | None = None,
-                  n_specificity: int = 64, mix_from_layer=_DEFAULT, erosion=_DEFAULT,
+                  n_specificity: int = N_SPECIFICITY, mix_from_layer=_DEFAULT, erosion=_DEFAULT,
                   lpips_net: str = "alex") -> dict:
     """Health of one detector setting: ``repair_distance`` on ID and each OOD set, ID ``specificity`` (on the
     first ``n_specificity`` ID images) and ``ood_id_ratio`` per OOD set. Distances are LPIPS(``lpips_net``).
@@ -86,7 +88,7 @@ def passes(health: Mapping, min_specificity: float) -> bool:
 
 def health_table(detectors: Mapping[str, object], id_images: np.ndarray, ood_sets: Mapping[str, np.ndarray],
                  mix_layers, min_specificity: float, id_name: str, method_names: Mapping[str, str],
-                 n_specificity: int = 64, lpips_net: str = "alex") -> pd.DataFrame:
+                 n_specificity: int = N_SPECIFICITY, lpips_net: str = "alex") -> pd.DataFrame:
     """One row per (variant, mixing setting): health numbers, the gate, and ``chosen`` (the detector's own k)."""
     rows = []
     for variant, det in detectors.items():

@@ -140,6 +140,50 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: str = "alex") -> torch
     return total.flatten()
 
 
+@torch.no_grad()
+def pairwise_lpips(x: torch.Tensor, y: torch.Tensor, net: str = "alex", batch: int = 256) -> torch.Tensor:
+    """``(N, M)`` LPIPS v0.1 between every ``x[i]`` and every ``y[j]`` ([-1, 1] images of one size), float64.
+
+    Each image passes the backbone once (N + M passes, not N * M): with unit-normalised features a, b and the
+    linear layer's weights w, sum_c w_c (a_c - b_c)^2 = sum_c w_c a_c^2 + sum_c w_c b_c^2 - 2 sum_c w_c a_c b_c,
+    so the cross term of all pairs is one matrix product. Equal to ``lpips_distance`` on each pair up to float
+    rounding (tests/test_perceptual.py). A measurement (e.g. repair specificity), not a loss: no gradient."""
+    for images in (x, y):
+        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(f"expected float image batches of shape (N, 3, H, W), got {tuple(images.shape)}")
+    if x.shape[1:] != y.shape[1:] or x.device != y.device:
+        raise ValueError(f"x and y must hold images of one shape on one device, got {tuple(x.shape[1:])} on "
+                         f"{x.device} and {tuple(y.shape[1:])} on {y.device}")
+    if min(x.shape[-2:]) < MIN_LPIPS_SIZE[backbone_spec(net).net]:
+        raise ValueError(f"LPIPS-{net} needs images of at least {MIN_LPIPS_SIZE[net]}x{MIN_LPIPS_SIZE[net]} pixels, "
+                         f"got {tuple(x.shape[-2:])}; upsample first")
+    model = get_lpips(net, x.device)
+    model.eval()
+    weights = []
+    for lin in model.lins:
+        conv = [m for m in lin.modules() if isinstance(m, torch.nn.Conv2d)]
+        if len(conv) != 1 or conv[0].bias is not None or conv[0].kernel_size != (1, 1) or conv[0].out_channels != 1:
+            raise RuntimeError("pairwise_lpips expects LPIPS v0.1 linear layers (one bias-free 1x1 conv each)")
+        weights.append(conv[0].weight.detach().double().reshape(1, -1, 1, 1))
+
+    def features(images: torch.Tensor, weighted: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer: the flattened normalised features (times w / HW when ``weighted``) and sum_c,hw w a^2 / HW."""
+        parts = [([], []) for _ in weights]
+        for i in range(0, len(images), batch):
+            feats = model.net(model.scaling_layer(images[i:i + batch].float()))
+            for (flat, squares), w, f in zip(parts, weights, feats):
+                a = unit_normalize(f).double()
+                hw = a.shape[2] * a.shape[3]
+                flat.append((a * w / hw if weighted else a).flatten(1))
+                squares.append((a * a * w).sum(dim=(1, 2, 3)) / hw)
+        return [(torch.cat(flat), torch.cat(squares)) for flat, squares in parts]
+
+    total = torch.zeros(len(x), len(y), dtype=torch.float64, device=x.device)
+    for (wa, sa), (b, sb) in zip(features(x, weighted=True), features(y, weighted=False)):
+        total += sa[:, None] + sb[None, :] - 2 * wa @ b.T
+    return total.clamp_min(0)  # rounding can leave -1e-17 where a pair is identical
+
+
 def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Scale each feature vector (over channels) to unit length, as ``lpips.normalize_tensor`` does.
 

@@ -52,6 +52,22 @@ def test_specificity_needs_two_images():
         health.specificity_from_repairs(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
 
 
+def test_specificity_equals_its_definition_pair_by_pair():
+    """The matrix form (one backbone pass per image) against the definition computed one pair at a time."""
+    from srood_lib.perceptual import distance
+    x = torch.from_numpy(_images(9)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    g = torch.Generator().manual_seed(0)
+    repaired = (0.6 * x + 0.4 * torch.rand(x.shape, generator=g) * 2 - 0.4).clamp(-1, 1)
+    want = []
+    for i in range(len(x)):
+        own = float(distance(repaired[i:i + 1], x[i:i + 1], "lpips"))
+        others = [float(distance(repaired[i:i + 1], x[j:j + 1], "lpips")) for j in range(len(x)) if j != i]
+        want.append(1 - own / sorted(others)[(len(others) - 1) // 2])  # lower median of 8 values, as torch's
+    got = health.specificity_from_repairs(repaired, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert np.ptp(got) > 0.01  # the images differ, so do their specificities
+
+
 class _MemorisingDetector:
     """Repairs its training images perfectly (score 0) and everything else badly (score 1)."""
 

@@ -124,6 +124,25 @@ def test_matches_lpips_forward(real_weights, batch, net):
     torch.testing.assert_close(distance(x, y, "lpips", net), model(x, y).flatten(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_pairwise_lpips_equals_the_distance_of_every_pair(real_weights, batch, net):
+    x, y = batch
+    y = torch.cat([y, x[:1]])  # an identical pair too: its distance must come out 0, not a rounding residue
+    pairs = perceptual.pairwise_lpips(x, y, net, batch=2)  # batch < N: the batched feature pass is exercised
+    assert pairs.shape == (3, 4) and pairs.dtype == torch.float64
+    by_pair = torch.stack([distance(x[i:i + 1].expand_as(y), y, "lpips", net) for i in range(3)]).double()
+    torch.testing.assert_close(pairs, by_pair, rtol=1e-5, atol=1e-6)
+    assert pairs[0, 3] < 1e-6 and pairs.min() >= 0
+
+
+def test_pairwise_lpips_refuses_mismatched_images(real_weights, batch):
+    x, _ = batch
+    with pytest.raises(ValueError, match="one shape"):
+        perceptual.pairwise_lpips(x, x[:, :, :, :-1])
+    with pytest.raises(ValueError, match="float image batches"):
+        perceptual.pairwise_lpips(x[0], x)
+
+
 def test_train_mode_of_a_parent_does_not_switch_on_dropout(real_weights, batch):
     x, y = batch
     model = perceptual.get_lpips("alex")
