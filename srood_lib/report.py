@@ -192,6 +192,15 @@ def loss_curves(csv_path: str | os.PathLike, columns: Sequence[str], x: str = "k
     return _finish(fig, title, path)
 
 
+def tick_labels(values) -> list[str]:
+    """Category names for an axis: a ``key=`` prefix that every name shares is dropped (the axis label says it)."""
+    names = [str(v) for v in values]
+    keys = {n.split("=", 1)[0] for n in names}
+    if len(keys) == 1 and all("=" in n for n in names):
+        return [n.split("=", 1)[1] for n in names]
+    return names
+
+
 def auroc_curve(frame: pd.DataFrame, x: str, xlabel: str, marked=None, mark_label: str = "profile setting",
                 title: str | None = None, path: str | os.PathLike | None = None, logx: bool = False):
     """AUROC ×100 against ``x``, one line per OOD set, with the bootstrap CI as error bars when the frame has it.
@@ -205,7 +214,8 @@ def auroc_curve(frame: pd.DataFrame, x: str, xlabel: str, marked=None, mark_labe
     order = list(dict.fromkeys(frame[x]))
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) for v in order)
     pos = (lambda v: v) if numeric else (lambda v: order.index(v))
-    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    labels = tick_labels(order) if not numeric else []
+    fig, ax = plt.subplots(figsize=(max(4.6, 1.1 * len(labels)), 3.0))
     for name, part in frame.groupby("ood", sort=False):
         xs = [pos(v) for v in part[x]]
         err = None
@@ -215,7 +225,7 @@ def auroc_curve(frame: pd.DataFrame, x: str, xlabel: str, marked=None, mark_labe
     if marked is not None:
         ax.axvline(pos(marked), color="grey", ls="--", lw=1, label=mark_label)
     if not numeric:
-        ax.set_xticks(range(len(order)), [str(v) for v in order])
+        ax.set_xticks(range(len(order)), labels)
     if logx:
         ax.set_xscale("log", base=2)
     ax.axhline(50, color="k", lw=0.5, alpha=0.4)

@@ -79,3 +79,17 @@ def test_auroc_heatmap_has_one_cell_per_method_and_ood_set(tmp_path):
     assert image.shape == (2, 2) and np.ma.is_masked(image[1, 1]) and image[1, 0] == 20.0  # WAIC has no b
     assert [t.get_text() for t in fig.axes[0].texts] == ["99.0", "80.0", "20.0"]
     assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_tick_labels_drop_a_key_every_category_shares():
+    assert report.tick_labels(["distance=L2", "distance=LPIPS (VGG)"]) == ["L2", "LPIPS (VGG)"]
+    assert report.tick_labels(["distance=L2", "offset=4"]) == ["distance=L2", "offset=4"]   # two keys: kept
+    assert report.tick_labels(["none", "k=2"]) == ["none", "k=2"]                            # not all keyed
+
+
+def test_auroc_curve_labels_categorical_ticks_without_the_shared_key(tmp_path):
+    frame = pd.DataFrame({"ood": ["a", "a"], "setting": ["distance=L2", "distance=LPIPS"], "value": [60.0, 70.0]})
+    fig = report.auroc_curve(frame, "setting", "test distance", path=tmp_path / "c.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["L2", "LPIPS"]
+    assert (tmp_path / "c.png").stat().st_size > 0
