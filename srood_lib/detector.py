@@ -26,10 +26,10 @@ import torch
 from srood_lib.config import PROJECT_ROOT, project_relative
 from srood_lib.erosion import parse_erosion
 from srood_lib.metrics import auroc, predict_ood, threshold_at_id_acceptance
-from srood_lib.models.psp import PSPEncoder, RepairNetwork, mix_label
+from srood_lib.models.psp import PSPEncoder, RepairNetwork, mix_label, mix_with_mean
 from srood_lib.models.stylegan2 import Generator
 from srood_lib.outliers import synthetic_outliers
-from srood_lib.perceptual import distance
+from srood_lib.perceptual import distance, lpips_features, lpips_from_features
 from srood_lib.data import to_uint8
 from srood_lib.data.cache import sha256_file
 from srood_lib.runtime import (atomic_torch_save, compact_state, expand_state, resolve_device, safe_torch_load,
@@ -143,13 +143,16 @@ class SROOD:
         nets = candidates(cfg["lpips_net"])
         rows = []
         settings = list(product(cfg["candidate_erosions"], candidates(cfg["mix_from_layer"])))
-        for erosion, k in tqdm(settings, desc=f"{cfg['variant']}: choosing T*, k, backbone", unit="setting",
-                               disable=not progress):
+        # Every setting of one image set at once: its features and codes are computed once (score_settings).
+        image_sets = [pick, *outliers.values()]
+        scored = [self.score_settings(imgs, nets, settings)
+                  for imgs in tqdm(image_sets, desc=f"{cfg['variant']}: choosing T*, k, backbone "
+                                   f"({len(settings)} settings)", unit="image set", disable=not progress)]
+        for erosion, k in settings:
             _, rep, x = self.repair(pick[:N_SPECIFICITY], erosion=erosion, mix_from_layer=k)
             spec = float(np.mean(specificity_from_repairs(rep.float().cpu(), x.cpu())))
-            s_val = self.score_nets(pick, nets, erosion=erosion, mix_from_layer=k)
-            s_out = {kind: self.score_nets(imgs, nets, erosion=erosion, mix_from_layer=k)
-                     for kind, imgs in outliers.items()}
+            s_val = scored[0][(erosion, k)]
+            s_out = {kind: by_setting[(erosion, k)] for kind, by_setting in zip(outliers, scored[1:])}
             for net in nets:
                 row = {"erosion": erosion, "mix_from_layer": mix_label(k), "lpips_net": net,
                        "specificity": round(spec, 4), "passes_gate": spec >= cfg["min_specificity"]}
@@ -204,24 +207,49 @@ class SROOD:
         Scores are memoised per (images, T, k, metric, backbone) while the network stays the same (repairs are
         deterministic: fixed noise, seeded erosions), so analyses that revisit a setting do not repair again;
         copies are returned, so a caller may change them."""
-        metric = metric or self.config["distance"]
         name = self.erosion_name if erosion is _DEFAULT else erosion
         mix = self.mix_from_layer if mix_from_layer is _DEFAULT else mix_from_layer
+        return self.score_settings(images, nets, [(name, mix)], metric)[(name, mix)]
+
+    @torch.no_grad()
+    def score_settings(self, images: np.ndarray, nets: Sequence[str], settings: Sequence[tuple],
+                       metric: str | None = None) -> dict[tuple, dict[str, np.ndarray]]:
+        """``score_nets`` for several (T, k) settings of the same images: ``{(T, k): {net: scores}}``.
+
+        Per batch the inputs' LPIPS features are computed once (not once per setting) and the W+ codes once per
+        erosion (not once per k); every number equals ``score_nets``' for that setting alone."""
+        net_ = self._require_net()
+        metric = metric or self.config["distance"]
         digest = images_digest(images)
-        key = {net: (digest, name, mix, metric, net if metric != "l2" else None) for net in nets}
-        todo = list(dict.fromkeys(net for net in nets if key[net] not in self._scores))
+        key = lambda t, k, n: (digest, t, k, metric, n if metric != "l2" else None)  # noqa: E731
+        if any(t is None for t, _ in settings):
+            raise RuntimeError("no T* chosen yet: call fit(...) or pass erosion=...")
+        todo = {(t, k): [n for n in dict.fromkeys(nets) if key(t, k, n) not in self._scores] for t, k in settings}
+        todo = {s: ns for s, ns in todo.items() if ns}
         if todo:
             bs = int(self.config["batch_size"])
-            out: dict[str, list] = {net: [] for net in todo}
+            out = {s: {n: [] for n in ns} for s, ns in todo.items()}
+            lpips_nets = list(dict.fromkeys(n for ns in todo.values() for n in ns)) if metric == "lpips" else []
             for i in range(0, len(images), bs):
-                _, repaired, x = self.repair(images[i:i + bs], erosion=name, mix_from_layer=mix)
-                for net in todo:
-                    out[net].append(distance(repaired.float(), x, metric, net=net).cpu())
-            if len(self._scores) + len(todo) > SCORE_MEMO_ENTRIES:
+                x = to_float_images(uint8_to_tensor(images[i:i + bs])).to(self.device)
+                feats_x = {n: lpips_features(x, n) for n in lpips_nets}
+                for t in dict.fromkeys(t for t, _ in todo):
+                    gen = torch.Generator().manual_seed(self.config["seed"])  # as repair(): random erosions use it
+                    codes = net_.encode(parse_erosion(t)(x, generator=gen))
+                    for (t2, k), ns in todo.items():
+                        if t2 != t:
+                            continue
+                        repaired = net_.decode(mix_with_mean(codes, net_.generator.w_avg, k)).float()
+                        for n in ns:
+                            d = (lpips_from_features(lpips_features(repaired, n), feats_x[n], n) if metric == "lpips"
+                                 else distance(repaired, x, metric, net=n))
+                            out[(t, k)][n].append(d.cpu())
+            if len(self._scores) + sum(map(len, todo.values())) > SCORE_MEMO_ENTRIES:
                 self._scores.clear()
-            for net, v in out.items():
-                self._scores[key[net]] = torch.cat(v).numpy().astype(np.float64) if v else np.zeros(0)
-        return {net: self._scores[key[net]].copy() for net in nets}
+            for (t, k), per_net in out.items():
+                for n, v in per_net.items():
+                    self._scores[key(t, k, n)] = torch.cat(v).numpy().astype(np.float64) if v else np.zeros(0)
+        return {(t, k): {n: self._scores[key(t, k, n)].copy() for n in nets} for t, k in settings}
 
     def score(self, images: np.ndarray, erosion=_DEFAULT, mix_from_layer=_DEFAULT, metric: str | None = None,
               lpips_net: str | None = None) -> np.ndarray:

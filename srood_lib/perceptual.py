@@ -128,15 +128,26 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: str = "alex") -> torch
     if min(x.shape[-2:]) < MIN_LPIPS_SIZE[backbone_spec(net).net]:
         raise ValueError(f"LPIPS-{net} needs images of at least {MIN_LPIPS_SIZE[net]}x{MIN_LPIPS_SIZE[net]} pixels, "
                          f"got {tuple(x.shape[-2:])}; upsample first")
+    return lpips_from_features(lpips_features(x, net), lpips_features(y, net), net)
+
+
+def lpips_features(x: torch.Tensor, net: str = "alex") -> list[torch.Tensor]:
+    """The unit-normalised backbone features LPIPS compares, one tensor per layer, for [-1, 1] images ``x``.
+
+    Features of images scored against several others (an input against its repairs under many settings) can be
+    computed once and passed to ``lpips_from_features``; the result is the same as ``lpips_distance``'s."""
     model = get_lpips(net, x.device)
     if model.training:  # a parent module's .train() would otherwise switch on lpips's dropout
         model.eval()
-    feats_x = model.net(model.scaling_layer(x.float()))
-    feats_y = model.net(model.scaling_layer(y.float()))
+    return [unit_normalize(f) for f in model.net(model.scaling_layer(x.float()))]
+
+
+def lpips_from_features(feats_x: list[torch.Tensor], feats_y: list[torch.Tensor], net: str = "alex") -> torch.Tensor:
+    """Per-sample LPIPS from two images' ``lpips_features``."""
+    model = get_lpips(net, feats_x[0].device)
     total = 0
     for lin, fx, fy in zip(model.lins, feats_x, feats_y):
-        squared = (unit_normalize(fx) - unit_normalize(fy)).pow(2)
-        total = total + lin(squared).mean(dim=(2, 3))  # 1x1 conv to one channel, then the spatial average
+        total = total + lin((fx - fy).pow(2)).mean(dim=(2, 3))  # 1x1 conv to one channel, then the spatial average
     return total.flatten()
 
 

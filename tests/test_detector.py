@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from srood_lib.detector import SROOD, mixing_sweep, split_validation
+from srood_lib.models.psp import RepairNetwork
 from srood_lib.models.stylegan2 import Generator
 
 from test_train_repair import CH, ENCODER, train_cfg
@@ -142,12 +143,31 @@ def test_compact_detector_refuses_a_missing_or_changed_prior(fitted, tmp_path):
         fitted.save_compact(tmp_path / "e.pt", prior, mode="int4")
 
 
+def test_several_settings_at_once_equal_each_setting_alone_with_one_encoder_pass_per_erosion(fitted, monkeypatch):
+    imgs = smooth_images(20, 6)  # batch_size 16: two batches
+    settings = [("bicubic_x2", None), ("bicubic_x2", 2), ("bicubic_x4", None), ("bicubic_x4", 2)]
+    alone = {}
+    for t, k in settings:
+        fitted.net = fitted.net  # empty memo: each setting from its own pass
+        alone[(t, k)] = fitted.score_nets(imgs, ["alex", "vgg"], erosion=t, mix_from_layer=k)
+    fitted.net = fitted.net
+    calls = []
+    real_encode = RepairNetwork.encode
+    monkeypatch.setattr(RepairNetwork, "encode", lambda self, *a, **k: calls.append(1) or real_encode(self, *a, **k))
+    together = fitted.score_settings(imgs, ["alex", "vgg"], settings)
+    assert len(calls) == 2 * 2  # two erosions x two batches, not four settings x two batches
+    for s in settings:
+        for net in ("alex", "vgg"):
+            assert np.array_equal(together[s][net], alone[s][net]), (s, net)
+    assert not np.array_equal(together[settings[0]]["vgg"], together[settings[1]]["vgg"])  # k changes the repair
+
+
 def test_a_setting_scored_again_is_read_from_the_memo_and_equals_a_fresh_pass(fitted, monkeypatch):
     imgs = smooth_images(8, 5)
     first = fitted.score(imgs, erosion="bicubic_x4", mix_from_layer=None, lpips_net="vgg")
-    calls = []
-    real_repair = SROOD.repair
-    monkeypatch.setattr(SROOD, "repair", lambda self, *a, **k: calls.append(1) or real_repair(self, *a, **k))
+    calls = []  # encoder passes: every repair starts with one
+    real_encode = RepairNetwork.encode
+    monkeypatch.setattr(RepairNetwork, "encode", lambda self, *a, **k: calls.append(1) or real_encode(self, *a, **k))
     again = fitted.score(imgs.copy(), erosion="bicubic_x4", mix_from_layer=None, lpips_net="vgg")
     assert calls == [] and np.array_equal(first, again)               # same content, no repair pass
     again[:] = -1                                                      # a caller's copy: the memo is untouched
