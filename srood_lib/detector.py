@@ -192,12 +192,14 @@ class SROOD:
         name = self.erosion_name if erosion is _DEFAULT else erosion
         if name is None:
             raise RuntimeError("no T* chosen yet: call fit(...) or pass erosion=...")
-        erode = parse_erosion(name)
         mix = self.mix_from_layer if mix_from_layer is _DEFAULT else mix_from_layer
         x = to_float_images(uint8_to_tensor(images)).to(self.device)
-        gen = torch.Generator().manual_seed(self.config["seed"])  # only random erosions use it
-        eroded = erode(x, generator=gen)
+        eroded = self._erode(x, name)
         return eroded, net(eroded, mix_from_layer=mix), x
+
+    def _erode(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """T(x) for erosion ``name``, seeded per call so that random erosions repeat (repair and scoring agree)."""
+        return parse_erosion(name)(x, generator=torch.Generator().manual_seed(self.config["seed"]))
 
     @torch.no_grad()
     def score_nets(self, images: np.ndarray, nets: Sequence[str], erosion=_DEFAULT, mix_from_layer=_DEFAULT,
@@ -234,8 +236,7 @@ class SROOD:
                 x = to_float_images(uint8_to_tensor(images[i:i + bs])).to(self.device)
                 feats_x = {n: lpips_features(x, n) for n in lpips_nets}
                 for t in dict.fromkeys(t for t, _ in todo):
-                    gen = torch.Generator().manual_seed(self.config["seed"])  # as repair(): random erosions use it
-                    codes = net_.encode(parse_erosion(t)(x, generator=gen))
+                    codes = net_.encode(self._erode(x, t))
                     for (t2, k), ns in todo.items():
                         if t2 != t:
                             continue

@@ -125,10 +125,14 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: str = "alex") -> torch
     finite gradient where a feature vector is exactly zero (lpips's own gives NaN there; see
     richzhang/PerceptualSimilarity issues #69 and #121). Values agree with lpips's forward.
     """
+    _check_lpips_size(x, net)
+    return lpips_from_features(lpips_features(x, net), lpips_features(y, net), net)
+
+
+def _check_lpips_size(x: torch.Tensor, net: str) -> None:
     if min(x.shape[-2:]) < MIN_LPIPS_SIZE[backbone_spec(net).net]:
         raise ValueError(f"LPIPS-{net} needs images of at least {MIN_LPIPS_SIZE[net]}x{MIN_LPIPS_SIZE[net]} pixels, "
                          f"got {tuple(x.shape[-2:])}; upsample first")
-    return lpips_from_features(lpips_features(x, net), lpips_features(y, net), net)
 
 
 def lpips_features(x: torch.Tensor, net: str = "alex") -> list[torch.Tensor]:
@@ -165,11 +169,8 @@ def pairwise_lpips(x: torch.Tensor, y: torch.Tensor, net: str = "alex", batch: i
     if x.shape[1:] != y.shape[1:] or x.device != y.device:
         raise ValueError(f"x and y must hold images of one shape on one device, got {tuple(x.shape[1:])} on "
                          f"{x.device} and {tuple(y.shape[1:])} on {y.device}")
-    if min(x.shape[-2:]) < MIN_LPIPS_SIZE[backbone_spec(net).net]:
-        raise ValueError(f"LPIPS-{net} needs images of at least {MIN_LPIPS_SIZE[net]}x{MIN_LPIPS_SIZE[net]} pixels, "
-                         f"got {tuple(x.shape[-2:])}; upsample first")
+    _check_lpips_size(x, net)
     model = get_lpips(net, x.device)
-    model.eval()
     weights = []
     for lin in model.lins:
         conv = [m for m in lin.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -181,9 +182,8 @@ def pairwise_lpips(x: torch.Tensor, y: torch.Tensor, net: str = "alex", batch: i
         """Per layer: the flattened normalised features (times w / HW when ``weighted``) and sum_c,hw w a^2 / HW."""
         parts = [([], []) for _ in weights]
         for i in range(0, len(images), batch):
-            feats = model.net(model.scaling_layer(images[i:i + batch].float()))
-            for (flat, squares), w, f in zip(parts, weights, feats):
-                a = unit_normalize(f).double()
+            for (flat, squares), w, f in zip(parts, weights, lpips_features(images[i:i + batch], net)):
+                a = f.double()
                 hw = a.shape[2] * a.shape[3]
                 flat.append((a * w / hw if weighted else a).flatten(1))
                 squares.append((a * a * w).sum(dim=(1, 2, 3)) / hw)
