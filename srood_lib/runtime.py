@@ -17,6 +17,31 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it oneDNN emulates bf16, and a bf16
+    training step is several times slower than fp32 (``benchmarks/bench_cpu_bf16.py``)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+_warned_bf16: set[str] = set()
+
+
+def autocast_bf16(device: torch.device, on_cuda: bool, on_cpu: bool, what: str) -> bool:
+    """Whether ``what`` trains under bf16 autocast on ``device``: on CUDA as ``on_cuda`` says; on the CPU when
+    ``on_cpu`` asks for it *and* the CPU has native bf16 (else fp32, with one warning per ``what``). Like the
+    device, the effective precision is not part of an artefact's key; the run records it."""
+    if device.type == "cuda":
+        return bool(on_cuda)
+    if on_cpu and not cpu_has_native_bf16():
+        if what not in _warned_bf16:
+            _warned_bf16.add(what)
+            import warnings
+            warnings.warn(f"{what}: bf16_cpu is set but this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 "
+                          f"is several times slower; training in fp32", stacklevel=2)
+        return False
+    return bool(on_cpu)
+
+
 def uint8_to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 numpy -> (N, 3, H, W) uint8 tensor (converted to float per batch)."""
     arr = np.asarray(images_uint8)

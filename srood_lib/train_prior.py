@@ -30,8 +30,8 @@ from srood_lib.config import config_hash, require_keys
 from srood_lib.distributed import World, check_mbstd, world as distributed_world
 from srood_lib.data import to_uint8
 from srood_lib.models.stylegan2 import Discriminator, Generator
-from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load,
-                               step_seed, to_float_images, uint8_to_tensor)
+from srood_lib.runtime import (EpochOrder, atomic_torch_save, autocast_bf16, data_fingerprint, resolve_device,
+                               safe_torch_load, step_seed, to_float_images, uint8_to_tensor)
 
 CHECKPOINT_NAME = "prior.pt"
 LOSSES_NAME = "losses.csv"
@@ -59,12 +59,13 @@ def check_cfg(cfg: dict) -> None:
 def precision_plan(cfg: dict, device: torch.device) -> tuple[bool, torch.memory_format]:
     """(bf16 autocast?, memory format) for this device.
 
-    CUDA: ``bf16`` and ``channels_last`` as configured. CPU: fp32 NCHW unless the optional ``bf16_cpu`` is true
-    (bf16 autocast on CPU roughly halves conv time on CPUs with AVX512-BF16/AMX; default off).
+    CUDA: ``bf16`` and ``channels_last`` as configured. CPU: NCHW, and bf16 autocast only where the optional
+    ``bf16_cpu`` is true and the CPU has native bf16 (``runtime.autocast_bf16``).
     """
+    use_bf16 = autocast_bf16(device, cfg["bf16"], cfg.get("bf16_cpu", False), "prior training")
     if device.type == "cuda":
-        return bool(cfg["bf16"]), (torch.channels_last if cfg["channels_last"] else torch.contiguous_format)
-    return bool(cfg.get("bf16_cpu", False)), torch.contiguous_format
+        return use_bf16, (torch.channels_last if cfg["channels_last"] else torch.contiguous_format)
+    return use_bf16, torch.contiguous_format
 
 
 def build_generator(cfg: dict) -> Generator:

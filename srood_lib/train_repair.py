@@ -26,8 +26,8 @@ from srood_lib.erosion import apply_random_erosions, erosion_set
 from srood_lib.models.psp import PSPEncoder, RepairNetwork
 from srood_lib.models.stylegan2 import Generator
 from srood_lib.perceptual import distance
-from srood_lib.runtime import (EpochOrder, atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load,
-                               step_seed, to_float_images, uint8_to_tensor)
+from srood_lib.runtime import (EpochOrder, atomic_torch_save, autocast_bf16, data_fingerprint, resolve_device,
+                               safe_torch_load, step_seed, to_float_images, uint8_to_tensor)
 
 CHECKPOINT_NAME = "repair.pt"
 LOSSES_NAME = "losses.csv"
@@ -158,9 +158,9 @@ def train_repair(images_uint8: np.ndarray, generator: Generator, train_cfg: dict
     total_steps = int(np.ceil(train_cfg["kimg"] * 1000 / batch))
     ckpt_every = max(1, int(np.ceil(train_cfg["checkpoint_kimg"] * 1000 / batch)))
     order = EpochOrder(len(data), batch, seed)
-    # bf16 autocast for the encoder/generator pass: on CUDA with `bf16`, on the CPU only with the optional
-    # `bf16_cpu` (about 2x faster where the CPU has AVX512-BF16). The loss is computed in float32.
-    use_bf16 = train_cfg["bf16"] if device.type == "cuda" else bool(train_cfg.get("bf16_cpu", False))
+    # bf16 autocast for the encoder/generator pass: on CUDA with `bf16`, on the CPU with the optional `bf16_cpu`
+    # where the CPU has native bf16 (about 2x faster there, several times slower elsewhere). Loss in float32.
+    use_bf16 = autocast_bf16(device, train_cfg["bf16"], train_cfg.get("bf16_cpu", False), "repair training")
     # channels_last: on CUDA as usual; on the CPU too, where oneDNN's NHWC convolutions made the whole training
     # step 1.4x faster (benchmarks/bench_repair_train.py).
     memory_format = torch.channels_last if train_cfg["channels_last"] else torch.contiguous_format

@@ -84,3 +84,17 @@ def test_mixed_compact_state_quantises_only_the_named_tensors():
     assert set(packed["heads.0.w"]) == {"int8", "scale"} and set(packed["stem.w"]) == {"fp16"}
     back = runtime.expand_state(packed)
     assert back["stem.w"].dtype == torch.float32 and torch.allclose(back["stem.w"], state["stem.w"], rtol=1e-3)
+
+
+def test_bf16_on_the_cpu_only_where_the_cpu_has_it_natively(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert runtime.autocast_bf16(cpu, True, True, "a test run") is False
+    assert runtime.autocast_bf16(cpu, True, False, "a test run") is False
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert runtime.autocast_bf16(cpu, False, True, "a test run") is True
+    assert runtime.autocast_bf16(cpu, True, False, "a test run") is False
+    # CUDA follows its own switch, whatever the CPU can do
+    assert runtime.autocast_bf16(cuda, True, False, "a test run") is True
+    assert runtime.autocast_bf16(cuda, False, True, "a test run") is False

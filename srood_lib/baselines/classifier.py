@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from srood_lib.config import require_keys
-from srood_lib.runtime import EpochOrder, atomic_torch_save, resolve_device, step_seed, to_float_images, \
-    uint8_to_tensor
+from srood_lib.runtime import (EpochOrder, atomic_torch_save, autocast_bf16, resolve_device, step_seed,
+                               to_float_images, uint8_to_tensor)
 
 TRAIN_KEYS = ("width", "blocks", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing",
               "warmup_fraction", "crop_padding", "bf16_cpu")
@@ -98,7 +98,10 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, seed: in
     data = uint8_to_tensor(images)
     torch.manual_seed(seed)
     model = ResNetClassifier(int(labels.max()) + 1, cfg["width"], cfg["blocks"]).to(device)
-    model = model.to(memory_format=torch.channels_last)
+    # NHWC only on CUDA: on AVX2 CPUs oneDNN's channels_last 1x1-conv weight gradient can spin forever in its
+    # thread barrier (seen with torch 2.14.1 at the smoke width; tests/test_baselines_classifier.py).
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": float(cfg["weight_decay"])},
@@ -114,7 +117,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, seed: in
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
     order = EpochOrder(len(data), batch, seed)
-    use_bf16 = device.type == "cuda" or bool(cfg["bf16_cpu"])
+    use_bf16 = autocast_bf16(device, True, cfg["bf16_cpu"], "classifier training")
     model.train()
     bar = tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="classifier",
                unit="step")
@@ -124,7 +127,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, seed: in
         gen = torch.Generator().manual_seed(step_seed(seed, step, STREAM_AUGMENT))
         idx = order.indices(step)
         x = augment(to_float_images(data[idx]), int(cfg["crop_padding"]), gen)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        x = x.to(device).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), labels[idx].to(device), label_smoothing=float(cfg["label_smoothing"]))
