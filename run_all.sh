@@ -109,11 +109,12 @@ if [[ $retrain -eq 1 ]]; then
 fi
 set_args=()
 for s in "${sets[@]+"${sets[@]}"}"; do set_args+=(--set "$s"); done
+listed="$("$py" -m srood_lib experiments --profile "$profile")"
+read -r -a profile_experiments <<< "$(echo $listed)"
 if [[ -n "$id_set" ]]; then
   experiments=("$id_set")
 else
-  listed="$("$py" -m srood_lib experiments --profile "$profile")"
-  read -r -a experiments <<< "$(echo $listed)"
+  experiments=("${profile_experiments[@]+"${profile_experiments[@]}"}")
 fi
 if [[ ${#experiments[@]} -eq 0 ]]; then
   echo "run_all.sh: profile $profile lists no ID sets (its experiments section); nothing to run" >&2; exit 2
@@ -125,10 +126,11 @@ if [[ -n "$only" && ! -f "notebooks/$only.ipynb" ]]; then
 fi
 wants() { [[ -z "$only" || "$only" == "$1" ]]; }
 
-# 00_data and the report run once, with the config of the first ID set of this run.
-"$py" -m srood_lib resolve-config --profile "$profile" --experiment "${experiments[0]}" \
+# 00_data and the report run once, with the config of the profile's first ID set (not this run's: an --id run
+# must not rewrite the profile-level config the committed report was made with). Its data is checked after the
+# ID sets' configs resolve, so an unknown --id is named before any data is looked for.
+"$py" -m srood_lib resolve-config --profile "$profile" --experiment "${profile_experiments[0]:-${experiments[0]}}" \
       "${set_args[@]+"${set_args[@]}"}" --out "$out/config.resolved.yaml"
-if wants 00_data; then "$py" -m srood_lib check-data --config "$out/config.resolved.yaml"; fi
 plans=()  # plans[i]: the notebooks of experiments[i] this run executes
 for e in "${experiments[@]}"; do
   "$py" -m srood_lib resolve-config --profile "$profile" --experiment "$e" "${set_args[@]+"${set_args[@]}"}" \
@@ -140,6 +142,7 @@ for e in "${experiments[@]}"; do
   # Names the dataset and how to provide it when the experiment's ID data cannot be reached.
   if [[ -n "$plan" ]]; then "$py" -m srood_lib check-data --config "$out/$e/config.resolved.yaml"; fi
 done
+if wants 00_data; then "$py" -m srood_lib check-data --config "$out/config.resolved.yaml"; fi
 
 run_notebook() {  # run_notebook NAME DEST_DIR RESOLVED_CONFIG [papermill args...]
   local name="$1" dest="$2" resolved="$3"; shift 3

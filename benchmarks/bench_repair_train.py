@@ -1,7 +1,8 @@
 """Training throughput of the repair network and of the prior, before/after the CPU speed-ups, in one run.
 
 Repair (Algorithm 1's step exactly as train_repair runs it: random erosion, encoder + frozen generator under bf16
-autocast, L2 + 0.8 LPIPS-alex in fp32, Adam): NCHW (the old CPU path) vs. channels_last (now used on the CPU too).
+autocast where train_repair uses it (runtime.autocast_bf16: bf16_cpu on a CPU with native bf16), L2 + 0.8 LPIPS-alex
+in fp32, Adam): NCHW (the old CPU path) vs. channels_last (now used on the CPU too).
 Prior (full G+D step of train_prior): NCHW vs. channels_last, to see whether the same change pays there.
 
     .venv/bin/python benchmarks/bench_repair_train.py --profile quick --steps 12
@@ -23,10 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from srood_lib.config import load_config  # noqa: E402
 from srood_lib.erosion import apply_random_erosions, erosion_set  # noqa: E402
-from srood_lib.runtime import step_seed, to_float_images, uint8_to_tensor  # noqa: E402
+from srood_lib.runtime import autocast_bf16, step_seed, to_float_images, uint8_to_tensor  # noqa: E402
 from srood_lib.train_prior import (_ema_beta, _update_ema, build_discriminator, build_generator,  # noqa: E402
                                    train_step)
 from srood_lib.train_repair import build_repair_network, repair_loss  # noqa: E402
+
+
+def _bf16(bf16_cpu: bool) -> bool:
+    return autocast_bf16(torch.device("cpu"), False, bf16_cpu, "benchmark")
 
 
 def repair_rate(cfg: dict, memory_format, steps: int) -> float:
@@ -43,7 +48,7 @@ def repair_rate(cfg: dict, memory_format, steps: int) -> float:
         if i == 2:
             t = time.perf_counter()
         eroded, _ = apply_random_erosions(x, erosions, generator=torch.Generator().manual_seed(i))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(train_cfg["bf16_cpu"])):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_bf16(train_cfg["bf16_cpu"])):
             repaired = net(eroded.contiguous(memory_format=memory_format))
         loss, _, _ = repair_loss(repaired.float(), x, train_cfg)
         opt.zero_grad(set_to_none=True)
@@ -66,7 +71,7 @@ def prior_rate(cfg: dict, memory_format, steps: int) -> float:
         if step == 2:
             t = time.perf_counter()
         torch.manual_seed(step_seed(0, step))
-        train_step(G, D, G_opt, D_opt, imgs, pc, step, 0, torch.device("cpu"), bool(pc["bf16_cpu"]))
+        train_step(G, D, G_opt, D_opt, imgs, pc, step, 0, torch.device("cpu"), _bf16(pc["bf16_cpu"]))
         _update_ema(G_ema, G, _ema_beta(pc, batch, (step + 1) * batch))
     return steps * batch / (time.perf_counter() - t)
 

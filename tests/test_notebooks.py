@@ -99,6 +99,9 @@ def test_run_all_checks_the_data_of_the_id_set_it_runs(workbook_env, tmp_path):
     proc = run_all(["--profile", "smoke", "--id", "celeba", "--only", "03_table"], env)
     assert proc.returncode == 2 and "celeba" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "results" / "smoke" / "celeba" / "config.resolved.yaml").exists()
+    # the profile-level config (00_data, the report) stays the profile's first ID set's, whatever --id says
+    profile_level = yaml.safe_load((tmp_path / "results" / "smoke" / "config.resolved.yaml").read_text())
+    assert profile_level["data"]["id"] == "cifar10"
 
 
 def test_retrain_drops_the_stored_prior_and_the_shipped_detectors(workbook_env, tmp_path):
