@@ -55,3 +55,17 @@ def record_of(path: Path) -> dict:
     """The JSON record beside a shipped detector ({} when there is none)."""
     rec = Path(path).with_suffix(".json")
     return json.loads(rec.read_text()) if rec.exists() else {}
+
+
+def recorded_train_seconds(folders: list[Path] | None = None) -> list[tuple[str, float]]:
+    """(record file name, ``train_seconds``) of every committed artefact record in ``folders`` (default
+    ``detectors/`` and ``priors/``) that states one: what ``--retrain`` adds over the shipped run, as recorded by
+    the machines that trained them (a sum of records, not a measured end-to-end time)."""
+    folders = folders if folders is not None else [shipped_dir(), PROJECT_ROOT / "priors"]
+    found = []
+    for folder in folders:
+        for record in sorted(Path(folder).glob("*.json")):
+            seconds = json.loads(record.read_text()).get("train_seconds")
+            if isinstance(seconds, (int, float)):
+                found.append((record.name, float(seconds)))
+    return found

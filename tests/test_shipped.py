@@ -88,3 +88,11 @@ def test_the_cli_default_prefers_the_detector_calibrated_here(env, monkeypatch):
     pipeline.fit_detector(cfg, "sr", prior, train)
     cached = pipeline.detector_path(cfg, "sr", prior.prior_id) / f"detector_{pipeline.calibration_key(cfg, 'sr')}.pt"
     assert pipeline.default_detector("celeba", "sr", "smoke") == cached
+
+
+def test_recorded_train_seconds_sums_only_records_that_state_one(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"train_seconds": 60.5}))
+    (tmp_path / "b.json").write_text(json.dumps({"train_seconds": None}))
+    (tmp_path / "c.json").write_text(json.dumps({"other": 1}))
+    (tmp_path / "d.txt").write_text("not a record")
+    assert shipped.recorded_train_seconds([tmp_path]) == [("a.json", 60.5)]
