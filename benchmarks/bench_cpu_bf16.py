@@ -79,12 +79,13 @@ def prior_rate(cfg: dict, bf16: bool, steps: int) -> float:
     return _timed(step, steps, pc["batch_size"])
 
 
-def classifier_rate(cfg: dict, bf16: bool, steps: int) -> float:
+def classifier_rate(cfg: dict, bf16: bool, steps: int, memory_format=torch.contiguous_format) -> float:
     cc = cfg["baselines"]["classifier"]
     torch.manual_seed(0)
-    model = ResNetClassifier(10, cc["width"], cc["blocks"]).train()
+    model = ResNetClassifier(10, cc["width"], cc["blocks"]).train().to(memory_format=memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = _images(cc["batch_size"], cfg["data"]["resolution"]), torch.randint(0, 10, (cc["batch_size"],))
+    x = x.contiguous(memory_format=memory_format)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--what", nargs="+", default=["repair", "prior", "classifier", "classifier-layout"],
+                    help="which measurements (classifier-layout: the fp32 classifier step, NCHW vs channels_last)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,12 +113,21 @@ def main() -> None:
           f"{cpu_has_native_bf16()}, threads {torch.get_num_threads()}, profile {args.profile}", flush=True)
     for what, fn in (("repair training step", repair_rate), ("prior training step", prior_rate),
                      ("classifier training step", classifier_rate)):
+        if what.split()[0] not in args.what:
+            continue
         best = {"fp32": 0.0, "bf16": 0.0}
         for _ in range(args.rounds):
             for name in best:
                 best[name] = max(best[name], fn(cfg, name == "bf16", args.steps))
         print(f"{what}: fp32 {best['fp32']:.1f} img/s, bf16 {best['bf16']:.1f} img/s, "
               f"bf16/fp32 {best['bf16'] / best['fp32']:.2f}x", flush=True)
+    if "classifier-layout" in args.what:   # why train_classifier uses NHWC on the CPU from NHWC_MIN_CPU_WIDTH
+        best = {"NCHW": 0.0, "channels_last": 0.0}
+        for _ in range(args.rounds):
+            for name, fmt in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+                best[name] = max(best[name], classifier_rate(cfg, False, args.steps, fmt))
+        print(f"classifier training step, fp32: NCHW {best['NCHW']:.1f} img/s, channels_last "
+              f"{best['channels_last']:.1f} img/s, ratio {best['channels_last'] / best['NCHW']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

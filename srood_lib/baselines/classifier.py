@@ -22,6 +22,11 @@ from srood_lib.runtime import (EpochOrder, atomic_torch_save, autocast_bf16, res
 TRAIN_KEYS = ("width", "blocks", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing",
               "warmup_fraction", "crop_padding", "bf16_cpu")
 STREAM_AUGMENT = 41
+# NHWC on the CPU only from this width: on AVX2 CPUs (torch 2.14.1) the backward of a channels_last stride-2 1x1 conv
+# with few input channels (4-6 at 32 px, e.g. the smoke width's shortcut) segfaults at 1 thread and spins forever at
+# 2 (8 and more were fine; tests/test_baselines_classifier.py). At width 32 NHWC trains 1.35x faster than NCHW on AVX2
+# (benchmarks/bench_cpu_bf16.py --what classifier-layout).
+NHWC_MIN_CPU_WIDTH = 16
 
 
 class _Block(nn.Module):
@@ -98,9 +103,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, seed: in
     data = uint8_to_tensor(images)
     torch.manual_seed(seed)
     model = ResNetClassifier(int(labels.max()) + 1, cfg["width"], cfg["blocks"]).to(device)
-    # NHWC only on CUDA: on AVX2 CPUs oneDNN's channels_last 1x1-conv weight gradient can spin forever in its
-    # thread barrier (seen with torch 2.14.1 at the smoke width; tests/test_baselines_classifier.py).
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    memory_format = torch.channels_last if device.type == "cuda" or cfg["width"] >= NHWC_MIN_CPU_WIDTH \
+        else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
