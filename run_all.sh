@@ -12,9 +12,9 @@
 #   ./run_all.sh --offline            never download; by default missing datasets are fetched from their
 #                                     official sources (needs internet; offline the attempt fails at once and the
 #                                     error lists every place looked)
-#   ./run_all.sh --retrain            train everything: no stored prior (priors/), no shipped detector
-#                                     (detectors/); models this machine trained before (checkpoints/) are reused,
-#                                     so remove checkpoints/ for a cold start
+#   ./run_all.sh --retrain            train everything: no stored prior (priors/), no shipped detector or
+#                                     baseline model (detectors/); models this machine trained before
+#                                     (checkpoints/) are reused, so remove checkpoints/ for a cold start
 #
 # Results land in results/<profile>/ (00_data, the report) and results/<profile>/<id_set>/ (one folder per ID
 # set: executed notebooks, their HTML, CSV tables, PNG figures and the resolved config they ran with). A failing
@@ -101,11 +101,11 @@ export SROOD_RESULTS_DIR
 out="$SROOD_RESULTS_DIR/$profile"
 mkdir -p "$out"
 if [[ $retrain -eq 1 ]]; then
-  # The stored priors are named per ID set in the profile; a --set after them wins. Shipped detectors are looked up
-  # in SROOD_SHIPPED_DIR: point it at a folder that holds none.
+  # The stored priors are named per ID set in the profile; a --set after them wins. Shipped detectors and baseline
+  # models are looked up in SROOD_SHIPPED_DIR: point it at a folder that holds none.
   sets=("prior.checkpoint=null" "${sets[@]+"${sets[@]}"}")
   export SROOD_SHIPPED_DIR="$out/.no-shipped-detectors"
-  echo "==> --retrain: priors and SR-OOD detectors are trained here (not read from priors/ or detectors/)"
+  echo "==> --retrain: priors, SR-OOD detectors and baseline models are trained here (not read from priors/ or detectors/)"
 fi
 set_args=()
 for s in "${sets[@]+"${sets[@]}"}"; do set_args+=(--set "$s"); done

@@ -1,9 +1,14 @@
 """The baselines' pipeline glue: fit (and cache) every family's detectors, score them into table rows (with stored
 scores), sanity views."""
+import json
+import shutil
+
 import numpy as np
 import pytest
+import torch
 
 from srood_lib.baselines import run
+from srood_lib.runtime import safe_torch_load
 from srood_lib.config import load_config
 from srood_lib.data import ImageSet
 
@@ -27,6 +32,7 @@ def image_set(images, name):
 @pytest.fixture()
 def cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("SROOD_SHIPPED_DIR", str(tmp_path / "shipped"))  # never the project's detectors/
     cfg = load_config("smoke", {"device": "cpu", "eval.n_boot": 10, "baselines.families": ["likelihood"]})
     return cfg
 
@@ -156,3 +162,64 @@ def test_classifier_and_feature_families_give_rows_and_the_accuracy(cfg, tmp_pat
     assert notes["KNN (AlexNet features)"].startswith("beyond the paper") and "labels: toy colours" in notes["MSP"]
     acc = run.classifier_accuracy(dets, test)
     assert acc["n_classes"].iloc[0] == 3 and acc["test_accuracy_%"].iloc[0] > 90  # colour is the class
+
+
+def refuse_training(monkeypatch):
+    def refuse(*args, **kw):
+        raise AssertionError("a model was trained")
+
+    for name in ("train_vae", "train_glow"):
+        monkeypatch.setattr(run, name, refuse)
+
+
+def test_shipped_models_are_used_when_the_cache_is_empty(cfg, tmp_path, monkeypatch):
+    dets = run.fit_baselines(cfg, TRAIN, progress=False)
+    models = run.models_of(dets)
+    assert sorted(models) == ["glow", "vae_background", "vae_id", "vae_waic1"]
+    assert set(run.model_sources(dets)["source"]) == {"trained by this run"}
+    full = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in models.items()}
+    before = {name: dets[name].score(OOD["noise"].images) for name in ("Likelihood", "Glow (diff to PNG)")}
+    modes = {"vae_id": "int8", "vae_waic1": "int8", "vae_background": "fp16", "glow": "fp16"}
+    for name, m in models.items():
+        path = run.ship_model(m, "cifar10", modes[name], {"device_note": "cpu (test)"})
+        assert path.name == f"cifar10_{name}_{m.cache_key[1]}.pt" and path.parent == tmp_path / "shipped" / "baselines"
+        blob = safe_torch_load(path)  # tensors and plain data only
+        assert blob["mode"] == modes[name] and blob["recipe_hash"] == m.cache_key[1]
+        record = json.loads(path.with_suffix(".json").read_text())
+        assert record["bytes"] == path.stat().st_size and record["train_seconds"] >= 0 and record["id"] == "cifar10"
+        stored = [e for e in blob["state"].values() if "raw" not in e]
+        assert stored and all(("int8" in e) == (modes[name] == "int8") for e in stored)
+
+    shutil.rmtree(tmp_path / "baselines")  # a fresh clone: no cache, only the shipped files
+    refuse_training(monkeypatch)
+    again = run.fit_baselines(cfg, TRAIN, progress=False)
+    sources = run.model_sources(again).set_index("model")
+    assert all(sources.loc[n, "source"] == f"shipped cifar10_{n}_{models[n].cache_key[1]}.pt" for n in models)
+    assert sources["weights"].to_dict() == modes
+    for name, m in run.models_of(again).items():
+        for k, v in m.state_dict().items():  # the stored weights, within their storage's rounding
+            ref = full[name][k]
+            if not ref.is_floating_point():
+                assert torch.equal(v, ref)
+                continue
+            torch.testing.assert_close(v, ref, atol=1e-2 * float(ref.abs().max()) + 1e-6, rtol=0)
+    # the compact weights score a little differently: their scores are keyed apart from the float32 ones
+    assert again["Likelihood"].score_key["weights"] == {"vae_id": "int8"}
+    assert "weights" not in dets["Likelihood"].score_key
+    for name, s in before.items():
+        after = again[name].score(OOD["noise"].images)
+        assert np.corrcoef(after, s)[0, 1] > 0.99
+
+
+def test_a_shipped_model_of_another_recipe_is_reported_and_retrained(cfg, tmp_path, capsys):
+    dets = run.fit_baselines(cfg, TRAIN, progress=False)
+    glow = run.models_of(dets)["glow"]
+    shipped_file = run.ship_model(glow, "cifar10", "fp16", {})
+    shutil.rmtree(tmp_path / "baselines")
+    other = {**cfg, "baselines": {**cfg["baselines"], "glow": {**cfg["baselines"]["glow"], "hidden": 6}}}
+    capsys.readouterr()
+    again = run.fit_baselines(other, TRAIN, progress=False)
+    out = capsys.readouterr().out
+    assert f"glow: shipped {shipped_file.name} was made by another recipe; training it here" in out
+    assert run.model_sources(again).set_index("model").loc["glow", "source"] == "trained by this run"
+    assert shipped_file.exists()  # reported, not deleted: it is the committed artefact of the other recipe

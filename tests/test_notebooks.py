@@ -104,7 +104,7 @@ def test_run_all_checks_the_data_of_the_id_set_it_runs(workbook_env, tmp_path):
     assert profile_level["data"]["id"] == "cifar10"
 
 
-def test_retrain_drops_the_stored_prior_and_the_shipped_detectors(workbook_env, tmp_path):
+def test_retrain_drops_the_stored_prior_and_every_shipped_model(workbook_env, tmp_path):
     data = tmp_path / "local"
     data.mkdir()  # no CelebA: the run stops at the data check, after resolving the config
     env = {**workbook_env, "SROOD_DATA_DIR": str(data), "SROOD_DOWNLOAD": "0"}
@@ -114,5 +114,5 @@ def test_retrain_drops_the_stored_prior_and_the_shipped_detectors(workbook_env, 
     assert yaml.safe_load(resolved.read_text())["prior"]["checkpoint"].startswith("priors/")
     proc = run_all(["--offline", "--retrain", "--id", "celeba", "--only", "03_table"], env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--retrain: priors and SR-OOD detectors are trained here" in proc.stdout
+    assert "--retrain: priors, SR-OOD detectors and baseline models are trained here" in proc.stdout
     assert yaml.safe_load(resolved.read_text())["prior"]["checkpoint"] is None

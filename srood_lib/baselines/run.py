@@ -3,7 +3,9 @@
 Reads only ``cfg["baselines"]``, ``cfg["seed"]``, ``cfg["device"]`` (and ``cfg["data"]``/``cfg["eval"]``
 through ``rows.evaluate``). Each trained model is stored under
 ``checkpoint_dir()/baselines/<name>_<hash of its recipe>/model.pt`` (recipe = its config section, seed, the
-held-out split and a fingerprint of the training images), so a re-run loads instead of retraining.
+held-out split and a fingerprint of the training images), so a re-run loads instead of retraining. Where the cache
+has none, a model shipped under ``detectors/baselines/`` with the same recipe hash is used (``ship_model`` writes
+them; ``shipped.py``); a shipped file of another recipe is reported and the model is trained here.
 
 Models: one ID VAE shared by Likelihood, Likelihood Regret, Typicality Test, DoSE and WAIC's first member;
 ``waic.n_models - 1`` more VAEs for WAIC; one background VAE for the Likelihood Ratio; one Glow for both Glow rows.
@@ -26,11 +28,13 @@ from srood_lib.baselines.likelihood import (WAIC, DoSE_KDE, DoSE_SVM, Likelihood
                                             VAELikelihood, background_seed, member_seed)
 from srood_lib.baselines.regret import LikelihoodRegret
 from srood_lib.baselines.vae import VAE, sample_images, train_vae
+from srood_lib import shipped
 from srood_lib.config import checkpoint_dir, config_hash
 from srood_lib.data import ImageSet, subsample
 from srood_lib.rows import evaluate, table_of
 from srood_lib.data.cache import atomic_write
-from srood_lib.runtime import atomic_torch_save, data_fingerprint, resolve_device, safe_torch_load
+from srood_lib.runtime import (atomic_torch_save, compact_state, data_fingerprint, expand_state, resolve_device,
+                               safe_torch_load)
 
 LIKELIHOOD_METHODS = ["Likelihood", "Likelihood Regret", "WAIC", "Typicality Test", "Likelihood Ratio", "DoSE_KDE",
                       "DoSE_SVM", "Glow (diff to None)", "Glow (diff to PNG)"]
@@ -38,6 +42,7 @@ CLASSIFIER_METHODS = [MSP.method, MaxLogit.method]
 # Families an ID set may list in baselines.families; the features family names its rows per backbone.
 FAMILIES = {"likelihood": LIKELIHOOD_METHODS, "classifier": CLASSIFIER_METHODS, "features": ["KNN", "Mahalanobis"]}
 MODEL_FORMAT = "srood-baseline-model-v1"
+SHIPPED_FORMAT = "srood-baseline-shipped-v1"
 # Bump when scoring code changes what a stored score array would hold.
 SCORE_CACHE_VERSION = 1
 
@@ -46,21 +51,80 @@ def model_path(name: str, recipe: dict) -> Path:
     return checkpoint_dir() / "baselines" / f"{name}_{config_hash(recipe)}" / "model.pt"
 
 
-def _cached(name: str, recipe: dict, train: Callable, cls: type, device: torch.device):
-    """Load the ``cls`` model made by ``recipe`` if stored, else train and store it (atomically)."""
+def _cached(name: str, recipe: dict, train: Callable, cls: type, device: torch.device, id_set: str):
+    """The ``cls`` model made by ``recipe``: from the cache if stored there, else the shipped one of ``id_set`` if
+    its recipe hash matches, else trained and stored (atomically). The model carries where it came from:
+    ``cache_key`` (name, recipe hash), ``recipe``, ``source``, ``weights`` (float32, or the shipped storage) and
+    ``train_record`` (train seconds and device of the run that trained it)."""
+    digest = config_hash(recipe)
     path = model_path(name, recipe)
+    model = None
     if path.exists():
         blob = safe_torch_load(path)
-        if isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT \
-                and blob["recipe_hash"] == config_hash(recipe):
-            return module_from_blob(cls, blob["model"], device)
-    t0 = time.time()
-    model = train()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"format": MODEL_FORMAT, "recipe": recipe, "recipe_hash": config_hash(recipe),
-                       "model": module_blob(model), "train_seconds": round(time.time() - t0, 1),
-                       "device": str(device)}, path)
+        if isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT and blob["recipe_hash"] == digest:
+            model = module_from_blob(cls, blob["model"], device)
+            source, weights = "cached by an earlier run", "float32"
+            train_record = {"train_seconds": blob.get("train_seconds"), "device": blob.get("device")}
+    if model is None:
+        ship = shipped.shipped_baseline_file(id_set, name, digest)
+        if ship.exists():
+            blob = safe_torch_load(ship)
+            if isinstance(blob, dict) and blob.get("format") == SHIPPED_FORMAT and blob["recipe_hash"] == digest:
+                model = module_from_blob(cls, {"kwargs": blob["kwargs"], "state": expand_state(blob["state"])},
+                                         device)
+                source, weights = f"shipped {ship.name}", blob["mode"]
+                train_record = {k: shipped.record_of(ship).get(k) for k in ("train_seconds", "device")}
+    if model is None:
+        for stale in shipped.stale_baseline_files(id_set, name, shipped.shipped_baseline_file(id_set, name, digest)):
+            print(f"{name}: shipped {stale.name} was made by another recipe; training it here", flush=True)
+        t0 = time.time()
+        model = train()
+        train_record = {"train_seconds": round(time.time() - t0, 1), "device": str(device)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"format": MODEL_FORMAT, "recipe": recipe, "recipe_hash": digest,
+                           "model": module_blob(model), **train_record}, path)
+        source, weights = "trained by this run", "float32"
+    model.cache_key, model.recipe, model.source, model.weights = (name, digest), recipe, source, weights
+    model.train_record = train_record
     return model
+
+
+def ship_model(model: torch.nn.Module, id_set: str, mode: str, record: dict) -> Path:
+    """Write ``model`` (from ``fit_baselines``) to ``detectors/baselines/`` with ``mode`` storage (fp16 | int8 |
+    float32: ``runtime.compact_state``), keyed by its recipe hash, with a JSON record (``record`` plus the recipe,
+    train time and device)."""
+    name, digest = model.cache_key
+    dest = shipped.shipped_baseline_file(id_set, name, digest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    blob = module_blob(model)
+    atomic_torch_save({"format": SHIPPED_FORMAT, "recipe_hash": digest, "mode": mode, "kwargs": blob["kwargs"],
+                       "state": compact_state(blob["state"], "fp16" if mode == "float32" else mode)
+                       if mode != "float32" else {k: {"raw": v} for k, v in blob["state"].items()}}, dest)
+    shipped.write_record(dest, {"model": name, "id": id_set, "recipe_hash": digest, "recipe": model.recipe,
+                                "mode": mode, **model.train_record, **record})
+    return dest
+
+
+def models_of(detectors: dict) -> dict[str, torch.nn.Module]:
+    """Every distinct trained model behind ``detectors``, by its cache name (vae_id, glow, classifier...)."""
+    found = {}
+    for det in detectors.values():
+        for model in _models_in(det):
+            if hasattr(model, "cache_key"):
+                found.setdefault(model.cache_key[0], model)
+    return found
+
+
+def _models_in(det) -> list:
+    vaes = getattr(det, "vaes", None) or {}
+    return [m for m in [*vaes.values(), getattr(det, "flow", None), getattr(det, "model", None)] if m is not None]
+
+
+def model_sources(detectors: dict) -> pd.DataFrame:
+    """One row per trained baseline model: where it came from (cache, shipped file, this run) and its weights."""
+    return pd.DataFrame([{"model": name, "source": m.source, "weights": m.weights,
+                          "train_seconds": m.train_record.get("train_seconds"), "trained_on": m.train_record.get("device")}
+                         for name, m in models_of(detectors).items()])
 
 
 def _cached_scores(det, images: np.ndarray, progress: bool) -> np.ndarray:
@@ -96,18 +160,23 @@ def fit_baselines(cfg: dict, train_images: ImageSet, progress: bool = True) -> d
     seed, device = int(cfg["seed"]), resolve_device(cfg["device"])
     base = {"data": data_fingerprint(train_images.images), "n_holdout": int(bcfg["n_holdout"]), "split_seed": seed}
     detectors = {}
+    id_set = cfg["data"]["id"]
     if "likelihood" in families:
-        detectors.update(_likelihood_family(bcfg, train_images.images, base, seed, device, progress))
+        detectors.update(_likelihood_family(bcfg, train_images.images, base, seed, device, progress, id_set))
     if "classifier" in families:
-        detectors.update(_classifier_family(bcfg, train_images, seed, device, progress))
+        detectors.update(_classifier_family(bcfg, train_images, seed, device, progress, id_set))
     if "features" in families:
         for net in bcfg["features"]["nets"]:
             for det in (FeatureKNN(bcfg, net), FeatureMahalanobis(bcfg, net)):
                 detectors[det.method] = det.fit(train_images.images, progress=progress)
     for method, det in detectors.items():
-        # everything a detector's scores depend on besides the scored images (see _cached_scores)
+        # everything a detector's scores depend on besides the scored images (see _cached_scores); shipped fp16 /
+        # int8 weights score (slightly) differently from the float32 ones, so they key their own scores
         det.score_key = {**base, "method": method, "baselines": _family_config(bcfg, _family_of(method)),
                          "version": SCORE_CACHE_VERSION}
+        weights = {m.cache_key[0]: m.weights for m in _models_in(det) if hasattr(m, "cache_key")}
+        if any(w != "float32" for w in weights.values()):
+            det.score_key["weights"] = weights
     return detectors
 
 
@@ -124,7 +193,8 @@ def _family_config(bcfg: dict, family: str) -> dict:
     return {k: v for k, v in bcfg.items() if k not in ("families", "classifier", "features")}
 
 
-def _likelihood_family(bcfg: dict, images: np.ndarray, base: dict, seed: int, device, progress: bool) -> dict:
+def _likelihood_family(bcfg: dict, images: np.ndarray, base: dict, seed: int, device, progress: bool,
+                       id_set: str) -> dict:
     """The nine likelihood-family detectors. The models train on the ID images minus ``baselines.n_holdout``
     held-out ones (seeded); Typicality Test and DoSE fit their statistics on the held-out images."""
     train, _ = split_holdout(images, int(bcfg["n_holdout"]), seed)
@@ -132,7 +202,7 @@ def _likelihood_family(bcfg: dict, images: np.ndarray, base: dict, seed: int, de
     def vae(name: str, model_seed: int, mutation: float):
         recipe = {**base, "vae": bcfg["vae"], "seed": model_seed, "mutation_rate": mutation}
         return _cached(name, recipe, lambda: train_vae(train, bcfg["vae"], model_seed, device, progress, mutation),
-                       VAE, device)
+                       VAE, device, id_set)
 
     shared = vae("vae_id", seed, 0.0)
     members = [shared] + [vae(f"vae_waic{m}", member_seed(seed, m), 0.0)
@@ -140,7 +210,7 @@ def _likelihood_family(bcfg: dict, images: np.ndarray, base: dict, seed: int, de
     mutation = float(bcfg["likelihood_ratio"]["mutation_rate"])
     background = vae("vae_background", background_seed(seed), mutation)
     flow = _cached("glow", {**base, "glow": bcfg["glow"], "seed": seed},
-                   lambda: train_glow(train, bcfg["glow"], seed, device, progress), Glow, device)
+                   lambda: train_glow(train, bcfg["glow"], seed, device, progress), Glow, device, id_set)
     detectors = {
         "Likelihood": VAELikelihood(bcfg, shared),
         "Likelihood Regret": LikelihoodRegret(bcfg, shared),
@@ -157,7 +227,7 @@ def _likelihood_family(bcfg: dict, images: np.ndarray, base: dict, seed: int, de
     return detectors
 
 
-def _classifier_family(bcfg: dict, train_images: ImageSet, seed: int, device, progress: bool) -> dict:
+def _classifier_family(bcfg: dict, train_images: ImageSet, seed: int, device, progress: bool, id_set: str) -> dict:
     """MSP and MaxLogit on one classifier trained on every ID training image and its label (resumable)."""
     labels = train_images.labels
     if (labels < 0).any():
@@ -168,7 +238,7 @@ def _classifier_family(bcfg: dict, train_images: ImageSet, seed: int, device, pr
     state = model_path("classifier", recipe).parent / "train_state.pt"
     model = _cached("classifier", recipe, lambda: train_classifier(train_images.images, labels, bcfg["classifier"],
                                                                    seed, device, progress, state_path=state),
-                    ResNetClassifier, device)
+                    ResNetClassifier, device, id_set)
     state.unlink(missing_ok=True)  # the finished model is stored: the resume point is no longer needed
     label_note = f"; labels: {train_images.manifest.get('labels')}"
     detectors = {}
