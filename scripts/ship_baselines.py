@@ -29,6 +29,7 @@ from srood_lib.config import experiment_names  # noqa: E402
 from srood_lib.data import subsample  # noqa: E402
 from srood_lib.experiment import Experiment  # noqa: E402
 from srood_lib.metrics import auroc  # noqa: E402
+from srood_lib.report import git_commit  # noqa: E402
 from srood_lib.runtime import compact_state, expand_state  # noqa: E402
 
 TRAINED_FAMILIES = ("likelihood", "classifier")   # "features" has no trained model
@@ -136,7 +137,7 @@ def main() -> None:
         if args.ship and worst["shipped"] <= args.max_diff:
             for model_name, model in models.items():
                 mode = plan_of("shipped", model_name, args.vae_mode)
-                path = run.ship_model(model, name, mode, {"device_note": args.device_note,
+                path = run.ship_model(model, name, mode, {"device_note": args.device_note, "commit": git_commit(),
                                                           "largest_auroc_diff": worst["shipped"]})
                 for stale in shipped.stale_baseline_files(name, model_name, path):
                     stale.unlink()
