@@ -86,8 +86,8 @@ def record_of(path: Path) -> dict:
 
 def recorded_train_seconds(folders: list[Path] | None = None) -> list[tuple[str, float]]:
     """(record file name, ``train_seconds``) of every committed artefact record in ``folders`` (default
-    ``detectors/``, ``detectors/baselines/`` and ``priors/``) that states one: what ``--retrain`` adds over the shipped run, as recorded by
-    the machines that trained them (a sum of records, not a measured end-to-end time)."""
+    ``detectors/``, ``detectors/baselines/`` and ``priors/``) that states one: what ``--retrain`` adds over the
+    shipped run, as recorded by the machines that trained them (a sum of records, not a measured end-to-end time)."""
     folders = folders if folders is not None else [shipped_dir(), shipped_dir() / "baselines",
                                                    PROJECT_ROOT / "priors"]
     found = []

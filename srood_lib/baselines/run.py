@@ -57,7 +57,7 @@ def _cached(name: str, recipe: dict, train: Callable, cls: type, device: torch.d
     ``cache_key`` (name, recipe hash), ``recipe``, ``source``, ``weights`` (float32, or the shipped storage) and
     ``train_record`` (train seconds and device of the run that trained it)."""
     digest = config_hash(recipe)
-    path = model_path(name, recipe)
+    path, ship = model_path(name, recipe), shipped.shipped_baseline_file(id_set, name, digest)
     model = None
     if path.exists():
         blob = safe_torch_load(path)
@@ -65,17 +65,14 @@ def _cached(name: str, recipe: dict, train: Callable, cls: type, device: torch.d
             model = module_from_blob(cls, blob["model"], device)
             source, weights = "cached by an earlier run", "float32"
             train_record = {"train_seconds": blob.get("train_seconds"), "device": blob.get("device")}
+    if model is None and ship.exists():
+        blob = safe_torch_load(ship)
+        if isinstance(blob, dict) and blob.get("format") == SHIPPED_FORMAT and blob["recipe_hash"] == digest:
+            model = module_from_blob(cls, {"kwargs": blob["kwargs"], "state": expand_state(blob["state"])}, device)
+            source, weights = f"shipped {ship.name}", blob["mode"]
+            train_record = {k: shipped.record_of(ship).get(k) for k in ("train_seconds", "device")}
     if model is None:
-        ship = shipped.shipped_baseline_file(id_set, name, digest)
-        if ship.exists():
-            blob = safe_torch_load(ship)
-            if isinstance(blob, dict) and blob.get("format") == SHIPPED_FORMAT and blob["recipe_hash"] == digest:
-                model = module_from_blob(cls, {"kwargs": blob["kwargs"], "state": expand_state(blob["state"])},
-                                         device)
-                source, weights = f"shipped {ship.name}", blob["mode"]
-                train_record = {k: shipped.record_of(ship).get(k) for k in ("train_seconds", "device")}
-    if model is None:
-        for stale in shipped.stale_baseline_files(id_set, name, shipped.shipped_baseline_file(id_set, name, digest)):
+        for stale in shipped.stale_baseline_files(id_set, name, ship):
             print(f"{name}: shipped {stale.name} was made by another recipe; training it here", flush=True)
         t0 = time.time()
         model = train()
@@ -97,9 +94,10 @@ def ship_model(model: torch.nn.Module, id_set: str, mode: str, record: dict) -> 
     dest = shipped.shipped_baseline_file(id_set, name, digest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     blob = module_blob(model)
+    state = ({k: {"raw": v} for k, v in blob["state"].items()} if mode == "float32"
+             else compact_state(blob["state"], mode))
     atomic_torch_save({"format": SHIPPED_FORMAT, "recipe_hash": digest, "mode": mode, "kwargs": blob["kwargs"],
-                       "state": compact_state(blob["state"], "fp16" if mode == "float32" else mode)
-                       if mode != "float32" else {k: {"raw": v} for k, v in blob["state"].items()}}, dest)
+                       "state": state}, dest)
     shipped.write_record(dest, {"model": name, "id": id_set, "recipe_hash": digest, "recipe": model.recipe,
                                 "mode": mode, **model.train_record, **record})
     return dest
@@ -123,8 +121,8 @@ def _models_in(det) -> list:
 def model_sources(detectors: dict) -> pd.DataFrame:
     """One row per trained baseline model: where it came from (cache, shipped file, this run) and its weights."""
     return pd.DataFrame([{"model": name, "source": m.source, "weights": m.weights,
-                          "train_seconds": m.train_record.get("train_seconds"), "trained_on": m.train_record.get("device")}
-                         for name, m in models_of(detectors).items()])
+                          "train_seconds": m.train_record.get("train_seconds"),
+                          "trained_on": m.train_record.get("device")} for name, m in models_of(detectors).items()])
 
 
 def _cached_scores(det, images: np.ndarray, progress: bool) -> np.ndarray:
