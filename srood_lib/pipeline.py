@@ -300,24 +300,36 @@ def repair_losses_csv(cfg: dict, variant: str, prior: PriorInfo) -> Path | None:
 
 def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageSet, mode: str = "mixed",
                   device_note: str = "") -> Path:
-    """Write the calibrated detector of ``variant`` (already trained: ``fit_detector``) to ``detectors/`` in its
-    compact form, with its JSON record and losses. The prior must be a stored one (``priors/``)."""
+    """Write the calibrated detector of ``variant`` to ``detectors/`` in its compact form, with its JSON record and
+    losses. The prior must be a stored one (``priors/``). The detector comes from the checkpoint cache (trained and
+    calibrated here: ``fit_detector``); where the cache has none but a shipped file with the same keys exists, that
+    file is re-stored as ``mode`` (its record kept, with ``restored_from`` naming the mode it had): only a change of
+    storage, e.g. mixed -> int8, whose cost ``scripts/ship_detectors.py`` measures against float32 beforehand."""
     if prior.source != "stored checkpoint":
         raise ValueError(f"ship the prior first (export_prior to priors/): {prior.path} is not a stored prior")
     run_dir = detector_path(cfg, variant, prior.prior_id)
-    cal = calibration_key(cfg, variant)
-    det = SROOD.load(calibrated_detector_file(cfg, variant, prior.prior_id), device="cpu")
+    dest = shipped_detector_file(cfg, variant, prior.prior_id)
+    cached = calibrated_detector_file(cfg, variant, prior.prior_id)
+    if not cached.exists():
+        if not dest.exists():
+            raise FileNotFoundError(f"no calibrated {variant} detector in the cache ({cached}) and none shipped: "
+                                    "run notebook 02_train_repair first")
+        old = shipped.record_of(dest)
+        det = SROOD.load(dest, device="cpu")
+        record = {k: v for k, v in old.items() if k not in ("mode", "bytes")}
+        record["restored_from"] = old.get("mode")
+        return shipped.write_shipped(det, dest, prior.path, record, None, mode)
+    det = SROOD.load(cached, device="cpu")
     losses = run_dir / "losses.csv"
     seconds = None
     if losses.exists():
         tail = pd.read_csv(losses)
         seconds = float(tail["seconds"].iloc[-1]) if len(tail) else None
     record = {"id": cfg["data"]["id"], "variant": variant, "recipe": repair_recipe(cfg, variant, prior.prior_id),
-              "calibration_key": cal, "settings": det.settings(), "threshold": det.threshold,
+              "calibration_key": calibration_key(cfg, variant), "settings": det.settings(), "threshold": det.threshold,
               "data_hash": data_hash(train_images), "images_fingerprint": data_fingerprint(train_images.images),
               "commit": git_commit(), "train_seconds": seconds,
               "device": device_note, "prior_file": project_relative(prior.path)}
-    dest = shipped_detector_file(cfg, variant, prior.prior_id)
     return shipped.write_shipped(det, dest, prior.path, record, losses, mode)
 
 

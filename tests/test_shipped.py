@@ -50,6 +50,30 @@ def test_a_shipped_detector_with_matching_keys_is_used_instead_of_training(env):
     assert pipeline.repair_losses_csv(cfg, "sr", prior) == path.with_suffix(".losses.csv")
 
 
+def test_a_shipped_detector_is_restored_in_another_mode_without_the_cache(env):
+    cfg, prior, train, tmp = env
+    trained = pipeline.fit_detector(cfg, "sr", prior, train)
+    path = pipeline.ship_detector(cfg, "sr", prior, train, mode="mixed", device_note="cpu (test)")
+    before = json.loads(path.with_suffix(".json").read_text())
+    shutil.rmtree(tmp / "checkpoints")                    # a fresh clone: only the shipped file
+    again = pipeline.ship_detector(cfg, "sr", prior, train, mode="int8")
+    record = json.loads(again.with_suffix(".json").read_text())
+    assert again == path and record["mode"] == "int8" and record["restored_from"] == "mixed"
+    assert record["bytes"] == path.stat().st_size < before["bytes"]
+    assert {k: record[k] for k in ("recipe", "commit", "train_seconds", "device", "threshold")} == \
+        {k: before[k] for k in ("recipe", "commit", "train_seconds", "device", "threshold")}
+    used = pipeline.fit_detector(cfg, "sr", prior, train)
+    assert used.source.startswith("shipped (") and used.threshold == trained.threshold
+    imgs = smooth_images(8, 3)
+    assert np.allclose(used.score(imgs), trained.score(imgs), atol=1e-2)
+
+
+def test_shipping_with_neither_cache_nor_shipped_file_names_the_notebook(env):
+    cfg, prior, train, _ = env
+    with pytest.raises(FileNotFoundError, match="02_train_repair"):
+        pipeline.ship_detector(cfg, "sr", prior, train)
+
+
 def test_a_shipped_detector_of_another_recipe_is_reported_stale_and_not_used(env):
     cfg, prior, train, tmp = env
     pipeline.fit_detector(cfg, "sr", prior, train)
