@@ -93,6 +93,9 @@ def main() -> None:
     if not args.ship:
         return
     measured = pd.read_csv(table)
+    for col in ("auroc_shipped", "diff_shipped"):
+        if col not in measured:
+            measured[col] = np.nan
     for name in names:
         exp = Experiment.load(args.profile, name, progress=False)
         for variant in exp.cfg["repair"]["variants"]:
