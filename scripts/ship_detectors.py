@@ -113,7 +113,8 @@ def main() -> None:
                   f"diff| {worst:.3f})", flush=True)
             if args.no_check:
                 continue
-            back = measure_shipped(exp, variant, path, args.n)   # the --n the CSV was measured with (default)
+            n = int(rows[["n_id", "n_ood"]].max().max())   # the --n the CSV's rows were measured with
+            back = measure_shipped(exp, variant, path, n)
             for idx in rows.index:
                 col = measured.at[idx, "ood"]
                 measured.at[idx, "auroc_shipped"] = round(back[col], 3)
