@@ -33,7 +33,6 @@ from srood_lib.metrics import auroc  # noqa: E402
 from srood_lib.report import git_commit  # noqa: E402
 from srood_lib.runtime import compact_state, expand_state  # noqa: E402
 
-TRAINED_FAMILIES = ("likelihood", "classifier")   # "features" has no trained model
 
 
 TRIALS = ("float32", "fp16", "int8_vaes")
@@ -117,7 +116,7 @@ def main() -> None:
     rows = []
     for name in args.id or experiment_names(args.profile):
         exp = Experiment.load(args.profile, name, progress=False)
-        families = [f for f in exp.cfg["baselines"]["families"] if f in TRAINED_FAMILIES]
+        families = [f for f in exp.cfg["baselines"]["families"] if f in run.TRAINED_FAMILIES]
         if not families:
             continue
         exp = Experiment.load(args.profile, name, {"baselines.families": families}, progress=False)

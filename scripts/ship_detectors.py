@@ -36,31 +36,32 @@ from srood_lib.runtime import compact_state, expand_state  # noqa: E402
 MODES = ("float32", "fp16", "int8", "mixed")
 
 
+def subsets(exp: Experiment, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The seeded ID test and per-OOD subsets every measurement here scores."""
+    seed = exp.cfg["seed"]
+    return subsample(exp.test, n, seed).images, {name: subsample(s, n, seed).images for name, s in exp.ood.items()}
+
+
+def column_aurocs(det: SROOD, id_imgs: np.ndarray, ood: dict[str, np.ndarray]) -> dict[str, float]:
+    """AUROC ×100 of ``det`` per OOD column."""
+    s_id = det.score(id_imgs)
+    return {name: 100 * auroc(s_id, det.score(imgs)) for name, imgs in ood.items()}
+
+
 def measure(exp: Experiment, variant: str, n: int) -> list[dict]:
     det = exp.detector(variant)
-    seed = exp.cfg["seed"]
-    id_imgs = subsample(exp.test, n, seed).images
-    ood = {name: subsample(s, n, seed).images for name, s in exp.ood.items()}
+    id_imgs, ood = subsets(exp, n)
     full = {k: v.clone() for k, v in det.net.encoder.state_dict().items()}
     aurocs = {}
     for mode in MODES:
         det.net.encoder.load_state_dict(full if mode == "float32" else
                                         expand_state(compact_state(full, mode, MIXED_INT8_PREFIXES)))
-        s_id = det.score(id_imgs)
-        aurocs[mode] = {name: 100 * auroc(s_id, det.score(imgs)) for name, imgs in ood.items()}
+        aurocs[mode] = column_aurocs(det, id_imgs, ood)
     det.net.encoder.load_state_dict(full)
     return [{"id": exp.name, "variant": variant, "ood": name, "n_id": len(id_imgs), "n_ood": len(ood[name]),
              **{f"auroc_{m}": round(aurocs[m][name], 3) for m in MODES},
              **{f"diff_{m}": round(aurocs[m][name] - aurocs["float32"][name], 3) for m in MODES[1:]}}
             for name in ood]
-
-
-def measure_shipped(exp: Experiment, variant: str, path: Path, n: int) -> dict[str, float]:
-    """AUROC ×100 per OOD column of the shipped file ``path`` loaded back, on ``measure``'s images."""
-    det = SROOD.load(path)
-    seed = exp.cfg["seed"]
-    s_id = det.score(subsample(exp.test, n, seed).images)
-    return {name: 100 * auroc(s_id, det.score(subsample(s, n, seed).images)) for name, s in exp.ood.items()}
 
 
 def main() -> None:
@@ -114,7 +115,7 @@ def main() -> None:
             if args.no_check:
                 continue
             n = int(rows[["n_id", "n_ood"]].max().max())   # the --n the CSV's rows were measured with
-            back = measure_shipped(exp, variant, path, n)
+            back = column_aurocs(SROOD.load(path), *subsets(exp, n))   # the committed file, loaded back
             for idx in rows.index:
                 col = measured.at[idx, "ood"]
                 measured.at[idx, "auroc_shipped"] = round(back[col], 3)

@@ -17,9 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from srood_lib.baselines import run  # noqa: E402
+from srood_lib.config import load_config  # noqa: E402
 from srood_lib.experiment import Experiment  # noqa: E402
-
-TRAINED_FAMILIES = ["likelihood", "classifier"]   # "features" has no trained model
 
 
 def main() -> None:
@@ -28,10 +27,11 @@ def main() -> None:
     ap.add_argument("--id", required=True, help="ID set (configs/id/)")
     args = ap.parse_args()
 
-    probe = Experiment.load(args.profile, args.id, progress=False)
-    families = [f for f in probe.cfg["baselines"]["families"] if f in TRAINED_FAMILIES]
+    families = [f for f in load_config(args.profile, experiment=args.id)["baselines"]["families"]
+                if f in run.TRAINED_FAMILIES]
     if not families:
-        sys.exit(f"train_baselines: {args.id} has no trained baseline family ({TRAINED_FAMILIES}) in baselines.families")
+        sys.exit(f"train_baselines: {args.id} has no trained baseline family {run.TRAINED_FAMILIES} in "
+                 "baselines.families")
     exp = Experiment.load(args.profile, args.id, {"baselines.families": families})
     start = time.time()
     detectors = run.fit_baselines(exp.cfg, exp.train)

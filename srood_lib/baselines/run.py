@@ -41,6 +41,7 @@ LIKELIHOOD_METHODS = ["Likelihood", "Likelihood Regret", "WAIC", "Typicality Tes
 CLASSIFIER_METHODS = [MSP.method, MaxLogit.method]
 # Families an ID set may list in baselines.families; the features family names its rows per backbone.
 FAMILIES = {"likelihood": LIKELIHOOD_METHODS, "classifier": CLASSIFIER_METHODS, "features": ["KNN", "Mahalanobis"]}
+TRAINED_FAMILIES = ("likelihood", "classifier")   # the families with trained models ("features" has none)
 MODEL_FORMAT = "srood-baseline-model-v1"
 SHIPPED_FORMAT = "srood-baseline-shipped-v1"
 # Bump when scoring code changes what a stored score array would hold.
