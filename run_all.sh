@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One command for the whole workbook.
 #
-#   ./run_all.sh                      create the environment if absent, then run every notebook (profile: quick)
+#   ./run_all.sh                      create the environment if absent, then run the tables path (profile: quick):
+#                                     00_data, each ID set's notebooks (its table, figures, baselines; Tables IV-V
+#                                     for CIFAR-10), the report
+#   ./run_all.sh --all                also the analyses beyond the tables (configs/id/*.yaml: analyses; hours)
 #   ./run_all.sh --tests              same environment, run the test suite
 #   ./run_all.sh --profile smoke      pick a profile: smoke | quick | paper (configs/<profile>.yaml)
 #   ./run_all.sh --id celeba          run one ID set of the profile: cifar10 | celeba | pokemon (configs/id/)
@@ -27,11 +30,12 @@ only=""
 id_set=""
 run_tests=0
 retrain=0
+run_analyses=0
 sets=()
 params=()
 pytest_args=()
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -45,6 +49,7 @@ while [[ $# -gt 0 ]]; do
     --download) export SROOD_DOWNLOAD=1; shift ;;   # the default; kept for old command lines
     --offline) export SROOD_DOWNLOAD=0; shift ;;
     --retrain) retrain=1; shift ;;
+    --all) run_analyses=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; pytest_args+=("$@"); break ;;
     *) echo "run_all.sh: unknown argument '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;
@@ -135,7 +140,10 @@ plans=()  # plans[i]: the notebooks of experiments[i] this run executes
 for e in "${experiments[@]}"; do
   "$py" -m srood_lib resolve-config --profile "$profile" --experiment "$e" "${set_args[@]+"${set_args[@]}"}" \
         --out "$out/$e/config.resolved.yaml"
-  names="$("$py" -m srood_lib notebooks --config "$out/$e/config.resolved.yaml")"
+  # --only may name any notebook of the ID set, an analysis too; otherwise the analyses need --all.
+  list_args=()
+  [[ $run_analyses -eq 1 || -n "$only" ]] && list_args=(--all)
+  names="$("$py" -m srood_lib notebooks --config "$out/$e/config.resolved.yaml" "${list_args[@]+"${list_args[@]}"}")"
   plan=""
   for name in $names; do if wants "$name"; then plan+="$name "; fi; done
   plans+=("$plan")

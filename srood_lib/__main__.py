@@ -51,10 +51,12 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def _cmd_notebooks(args: argparse.Namespace) -> int:
-    """The notebooks of a resolved experiment config, one per line, in order."""
+    """The notebooks of a resolved experiment config, one per line, in order: its tables path, then (``--all``)
+    its analyses beyond the tables."""
     from .config import load_config
 
-    print("\n".join(load_config(args.config)["experiment"]["notebooks"]))
+    experiment = load_config(args.config)["experiment"]
+    print("\n".join(experiment["notebooks"] + (experiment["analyses"] if args.all else [])))
     return 0
 
 
@@ -237,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("notebooks", help="the notebooks of a resolved experiment config, one per line")
     p.add_argument("--config", required=True)
+    p.add_argument("--all", action="store_true", help="also the analyses beyond the tables (experiment.analyses)")
     p.set_defaults(func=_cmd_notebooks)
 
     p = sub.add_parser("check-data", help="make sure the ID dataset of a config is reachable (and cache it)")

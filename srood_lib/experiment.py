@@ -61,7 +61,7 @@ class Experiment:
 
     def expect_notebook(self, notebook: str) -> None:
         """Refuse to run a notebook the ID set does not list (e.g. the CIFAR-10 ablations 05-08 for CelebA)."""
-        listed = self.cfg["experiment"]["notebooks"]
+        listed = self.cfg["experiment"]["notebooks"] + self.cfg["experiment"]["analyses"]
         if notebook not in listed:
             raise ValueError(f"{notebook} is not a notebook of {self.name} (configs/id/{self.name}.yaml lists "
                              f"{', '.join(listed)}); set id_set to an ID set that lists it")

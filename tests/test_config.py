@@ -59,6 +59,34 @@ def test_resolve_config_cli_writes_overrides(tmp_path):
 
 
 
+def test_the_notebooks_cli_lists_the_tables_path_and_with_all_the_analyses(tmp_path, capsys):
+    from srood_lib.__main__ import main
+
+    out = tmp_path / "resolved.yaml"
+    assert main(["resolve-config", "--profile", "quick", "--experiment", "cifar10", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["notebooks", "--config", str(out)]) == 0
+    tables_path = capsys.readouterr().out.split()
+    assert main(["notebooks", "--config", str(out), "--all"]) == 0
+    everything = capsys.readouterr().out.split()
+    # every table notebook (I, IV, V and the baselines) is on the default path; the long analyses are not
+    assert tables_path == ["01_train_generator", "02_train_repair", "03_table", "04_baselines",
+                           "05_table4_distance", "06_table5_offsets"]
+    assert everything == tables_path + ["07_ablations", "08_prior_budget", "09_trained_levers", "10_explore"]
+
+
+def test_every_notebook_file_is_listed_by_some_id_set_and_every_listed_one_exists():
+    listed = set()
+    for profile in ("smoke", "quick", "paper"):
+        for name in config.experiment_names(profile):
+            exp = config.load_config(profile, experiment=name)["experiment"]
+            assert not set(exp["notebooks"]) & set(exp["analyses"])
+            listed |= set(exp["notebooks"]) | set(exp["analyses"])
+    files = {p.stem for p in (config.PROJECT_ROOT / "notebooks").glob("*.ipynb")}
+    assert listed <= files
+    assert files - listed == {"00_data", "99_report"}  # run once per profile, not per ID set
+
+
 def test_config_hash_is_the_same_after_papermills_json_round_trip():
     import json
 
