@@ -178,3 +178,52 @@ def test_a_setting_scored_again_is_read_from_the_memo_and_equals_a_fresh_pass(fi
     n = len(calls)
     assert np.allclose(fitted.score(imgs, erosion="bicubic_x4", mix_from_layer=None, lpips_net="vgg"), first)
     assert len(calls) > n
+
+
+def test_scoring_runs_a_channels_last_copy_with_the_same_numbers_and_leaves_the_network_as_it_is(fitted, monkeypatch):
+    import srood_lib.detector as detector_module
+
+    imgs = smooth_images(20, 7)
+    fitted.net = fitted.net.to(memory_format=torch.contiguous_format)  # NCHW, as a loaded detector is
+    weights = {k: (v.clone(), v.stride()) for k, v in fitted.net.state_dict().items()}
+    fast = fitted.score(imgs)
+    assert fitted.scoring_net is not fitted.net
+    assert fitted.scoring_net.generator.synthesis.const.is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(detector_module, "SCORING_CHANNELS_LAST", False)
+    fitted.net = fitted.net
+    plain = fitted.score(imgs)
+    assert fitted.scoring_net is fitted.net
+    assert np.allclose(fast, plain, rtol=1e-4, atol=1e-6) and not np.array_equal(fast, np.zeros_like(fast))
+    for k, v in fitted.net.state_dict().items():  # the network's weights and their layout are untouched
+        assert torch.equal(v, weights[k][0]) and v.stride() == weights[k][1], k
+
+
+def test_prefetch_scores_every_asked_metric_from_one_repair_and_later_calls_read_the_memo(fitted, monkeypatch):
+    from srood_lib.detector import prefetch_scores
+
+    imgs = smooth_images(20, 8)  # batch_size 16: two batches
+    other = SROOD(fitted.config, fitted.generator)
+    other.net, other.erosion_name, other.mix_from_layer, other.lpips_net = (
+        fitted.net, "bicubic_x2", None, "alex")
+    asks = {("bicubic_x4", None): [("lpips", "vgg"), ("lpips", "alex"), ("l2", None)], ("bicubic_x4", 2): [("lpips", "alex")]}
+    alone = {}
+    for (t, k), what in asks.items():
+        for metric, net in what:
+            fitted.net = fitted.net
+            alone[(t, k, metric, net)] = fitted.score(imgs, erosion=t, mix_from_layer=k, metric=metric,
+                                                      lpips_net=net or "alex")
+    fitted.net, other.net = fitted.net, other.net
+    decodes = []
+    real_decode = RepairNetwork.decode
+    monkeypatch.setattr(RepairNetwork, "decode", lambda self, *a, **k: decodes.append(1) or real_decode(self, *a, **k))
+    prefetch_scores([(fitted, asks), (other, {("bicubic_x2", None): [("lpips", "alex")]})], imgs)
+    assert len(decodes) == (2 + 1) * 2  # one repair per (detector, setting) and batch, whatever metrics are asked
+    decodes.clear()
+    for (t, k, metric, net), expected in alone.items():
+        got = fitted.score(imgs, erosion=t, mix_from_layer=k, metric=metric, lpips_net=net or "alex")
+        assert np.array_equal(got, expected), (t, k, metric, net)
+    assert np.array_equal(other.score(imgs), fitted.score(imgs, erosion="bicubic_x2", mix_from_layer=None,
+                                                          lpips_net="alex"))
+    assert decodes == [] or len(decodes) == 2  # the last line's fitted setting was not prefetched: one pass
+    prefetch_scores([(fitted, asks)], imgs)  # asked again: nothing to do
+    assert len(decodes) <= 2
