@@ -1,7 +1,7 @@
 """Benchmark the likelihood-family baselines at a profile's settings (``baselines`` section of the profile).
 
 Prints img/s of VAE and Glow training steps and of their scoring (IWAE with the profile's K; one dequantisation
-sample for Glow), the seconds per image of Likelihood Regret (the profile's n_steps, loop or vmap batch as
+sample for Glow), the seconds per image of Likelihood Regret (the profile's n_steps, loop or grouped batch as
 configured), and from those an estimate of the whole baseline run: training every model for its epochs on the
 profile's training set and scoring the ID test set plus ``--n-ood-sets`` OOD sets.
 

@@ -1,4 +1,4 @@
-"""Likelihood Regret: the batched (vmap) optimisation equals the per-image loop, known answers, direction."""
+"""Likelihood Regret: the batched (grouped-conv) optimisation equals the per-image loop, known answers, direction."""
 import numpy as np
 import pytest
 import torch
