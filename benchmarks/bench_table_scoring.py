@@ -1,4 +1,4 @@
-"""Notebook 03's scoring of the test sets, before and after the one-pass prefetch and the channels_last CPU layout,
+"""Notebook 03's scoring of the test sets (03_table and 03_analyses), before and after the one-pass prefetch and the channels_last CPU layout,
 measured in one run on the shipped CIFAR-10 detectors (real networks, their own settings).
 
 03 scores ID test and each OOD set under overlapping settings: the table rows and their JPEG-control copies (each
@@ -7,7 +7,8 @@ detector's T*, k, backbone), the repair health (every k of ``detector.mix_sweep`
 
 - ``before``: the network in its stored NCHW layout, each call scored when it comes (the per-call score memo);
 - ``layout``: the channels_last scoring copy, each call scored when it comes;
-- ``after``: channels_last plus ``pipeline.prefetch_table_scores`` (one pass per image set for every setting).
+- ``after``: channels_last plus ``pipeline.prefetch_table_scores`` and ``prefetch_analyses_scores`` (one pass per
+  image set for every setting each notebook uses).
 
 Prints wall seconds of each, the ratios, and the largest difference of any score and of any AUROC against
 ``before`` (the layout may move scores by float rounding; the prefetch must move nothing).
@@ -32,14 +33,15 @@ from srood_lib.config import load_config  # noqa: E402
 from srood_lib.detector import SROOD, mixing_sweep  # noqa: E402
 from srood_lib.health import health_table  # noqa: E402
 from srood_lib.levers import lever_scores  # noqa: E402
-from srood_lib.pipeline import (VARIANT_METHODS, default_detector, oracle_erosions, prefetch_table_scores,  # noqa: E402
-                                score_variants)
+from srood_lib.pipeline import (VARIANT_METHODS, default_detector, oracle_erosions,  # noqa: E402
+                                prefetch_analyses_scores, prefetch_table_scores, score_variants)
 
 
 def analyses(cfg: dict, dets: dict[str, SROOD], id_set, ood: dict, val: np.ndarray, prefetch: bool):
     """03's scoring calls in 03's order; returns (every score, every AUROC-like number)."""
     if prefetch:
-        prefetch_table_scores(cfg, dets, id_set, ood, analysed="sr")
+        prefetch_table_scores(cfg, dets, id_set, ood)
+        prefetch_analyses_scores(cfg, dets, id_set, ood, analysed="sr")
     rows, raw = score_variants(cfg, dets, id_set, ood, cfg["eval"]["jpeg_control"])
     health = health_table(dets, id_set.images, {k: v.images for k, v in ood.items()}, cfg["detector"]["mix_sweep"],
                           cfg["detector"]["min_specificity"], "bench", VARIANT_METHODS)

@@ -62,14 +62,15 @@ def images_digest(images: np.ndarray) -> str:
 
 
 def prefetch_scores(jobs: Sequence[tuple["SROOD", Mapping[tuple, Iterable[tuple[str, str | None]]]]],
-                    images: np.ndarray) -> None:
+                    images: np.ndarray, bar=None) -> None:
     """Fill the score memo of several detectors for one image set, in one pass over its batches.
 
     ``jobs``: ``[(detector, {(T, k): [(metric, backbone), ...]})]``. Per batch the inputs' LPIPS features are
     computed once for all detectors, each detector's W+ codes once per erosion, its repair once per (T, k), and
     then every (metric, backbone) asked of that repair. Entries already memoised are skipped, so asking twice
     costs nothing; later ``score`` calls for these settings read the memo. Same numbers as scoring each setting
-    alone (``score``), which is what every analysis of a table asks one setting at a time.
+    alone (``score``), which is what every analysis of a table asks one setting at a time. ``bar``: a progress
+    bar advanced by the images of each batch.
     """
     digest = images_digest(images)
     todo = []
@@ -84,6 +85,8 @@ def prefetch_scores(jobs: Sequence[tuple["SROOD", Mapping[tuple, Iterable[tuple[
         if per_setting:
             todo.append((det, per_setting))
     if not todo:
+        if bar is not None:
+            bar.update(len(images))
         return
     x_nets = list(dict.fromkeys(n for _, per in todo for asks in per.values() for m, n in asks if m == "lpips"))
     out = {id(det): {s: {a: [] for a in asks} for s, asks in per.items()} for det, per in todo}
@@ -107,6 +110,8 @@ def prefetch_scores(jobs: Sequence[tuple["SROOD", Mapping[tuple, Iterable[tuple[
                             d = (lpips_from_features(lpips_features(repaired, n), feats_x[n], n)
                                  if metric == "lpips" else distance(repaired, x, metric, net=n or "alex"))
                             out[id(det)][(t, k)][(metric, n)].append(d.cpu())
+            if bar is not None:
+                bar.update(len(images[i:i + bs]))
     for det, per in todo:
         if len(det._scores) + sum(map(len, per.values())) > SCORE_MEMO_ENTRIES:
             det._scores.clear()

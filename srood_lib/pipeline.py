@@ -360,44 +360,61 @@ def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, 
     return pd.concat(frames, ignore_index=True), raw
 
 
-def table_score_plan(cfg: dict, det: SROOD, analysed: bool) -> dict[tuple, list[tuple[str, str]]]:
-    """Every (T, k) -> [(metric, backbone)] that notebook 03 scores one detector's test sets with: its rows
-    (T*, k*, its backbone), the oracle T* (every candidate T at k*) and the repair health (T* at every k of
-    ``detector.mix_sweep``, LPIPS-alex); for the ``analysed`` variant also the mixing sweep (T* at every k, its
-    backbone) and the levers (every candidate T at k*; L2 at T*, k*)."""
-    t_star, k_star, net, metric = det.erosion_name, det.mix_from_layer, det.lpips_net, det.config["distance"]
-    plan: dict[tuple, list] = {}
-    ask = lambda t, k, *what: plan.setdefault((t, k), []).extend(what)  # noqa: E731
-    for t in det.config["candidate_erosions"]:
-        ask(t, k_star, (metric, net))
+def table_score_plan(cfg: dict, det: SROOD) -> dict[tuple, list[tuple[str, str | None]]]:
+    """Every (T, k) -> [(metric, backbone)] that notebook 03_table scores one detector's test sets with: its rows
+    (T*, k*, its backbone) and the repair health (T* at every k of ``detector.mix_sweep``, LPIPS-alex)."""
+    plan = {(det.erosion_name, det.mix_from_layer): [(det.config["distance"], det.lpips_net)]}
     for k in cfg["detector"]["mix_sweep"]:
-        ask(t_star, k, ("lpips", "alex"))
-        if analysed:
-            ask(t_star, k, (metric, net))
-    if analysed:
-        ask(t_star, k_star, ("l2", None))
+        plan.setdefault((det.erosion_name, k), []).append(("lpips", "alex"))
     return {s: list(dict.fromkeys(a)) for s, a in plan.items()}
 
 
-def prefetch_table_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
-                          analysed: str) -> None:
-    """Score every image set of the table once for all that notebook 03's cells will ask
-    (``table_score_plan``; the JPEG-control copies of the OOD sets at each detector's own setting), in one pass
-    per set (``detector.prefetch_scores``). The cells then read the detectors' score memo; what they would
-    compute is unchanged, only when: ``benchmarks/bench_score_memo.py`` measures the saving."""
-    from srood_lib.compression import jpeg_roundtrip
+def analyses_score_plan(cfg: dict, det: SROOD, analysed: bool) -> dict[tuple, list[tuple[str, str | None]]]:
+    """What notebook 03_analyses scores one detector's test sets with: the oracle T* (every candidate T at k*);
+    for the ``analysed`` variant also the mixing sweep (T* at every k of ``detector.mix_sweep``) and the scoring
+    levers (every candidate T at k*; L2 at T*, k*). Its backbone throughout, as the rows."""
+    t_star, k_star, own = det.erosion_name, det.mix_from_layer, (det.config["distance"], det.lpips_net)
+    plan = {(t, k_star): [own] for t in det.config["candidate_erosions"]}
+    if analysed:
+        for k in cfg["detector"]["mix_sweep"]:
+            plan.setdefault((t_star, k), []).append(own)
+        plan.setdefault((t_star, k_star), []).append(("l2", None))
+    return {s: list(dict.fromkeys(a)) for s, a in plan.items()}
+
+
+def _prefetch(jobs_per_set: list, what: str) -> None:
     from srood_lib.detector import prefetch_scores
     from srood_lib.progress import tqdm
 
-    plans = [(det, table_score_plan(cfg, det, variant == analysed)) for variant, det in detectors.items()]
+    with tqdm(total=sum(len(images) for images, _ in jobs_per_set), unit="img",
+              desc=f"scoring {len(jobs_per_set)} test sets under every setting {what}") as bar:
+        for images, jobs in jobs_per_set:
+            prefetch_scores(jobs, images, bar)
+
+
+def prefetch_table_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet,
+                          ood: dict[str, ImageSet]) -> None:
+    """Score every test set once for all that notebook 03_table's cells will ask (``table_score_plan``; the
+    JPEG-control copies of the OOD sets at each detector's own setting), in one pass per set
+    (``detector.prefetch_scores``). The cells then read the detectors' score memo: what they compute is unchanged,
+    only when (``benchmarks/bench_table_scoring.py`` measures the saving)."""
+    from srood_lib.compression import jpeg_roundtrip
+
+    plans = [(det, table_score_plan(cfg, det)) for det in detectors.values()]
     own = [(det, {(det.erosion_name, det.mix_from_layer): [(det.config["distance"], det.lpips_net)]})
            for det in detectors.values()]
     sets = [(id_set.images, plans), *((s.images, plans) for s in ood.values())]
     if cfg["eval"]["jpeg_control"]:
         sets += [(jpeg_roundtrip(s.images), own) for s in ood.values()]
-    for images, jobs in tqdm(sets, desc="scoring the test sets (every setting the table's analyses use)",
-                             unit="image set"):
-        prefetch_scores(jobs, images)
+    _prefetch(sets, "the table uses")
+
+
+def prefetch_analyses_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
+                             analysed: str) -> None:
+    """``prefetch_table_scores`` for notebook 03_analyses (``analyses_score_plan``; ``analysed``: the variant
+    whose mixing sweep and levers it shows)."""
+    plans = [(det, analyses_score_plan(cfg, det, variant == analysed)) for variant, det in detectors.items()]
+    _prefetch([(s.images, plans) for s in (id_set, *ood.values())], "the analyses use")
 
 
 def lever_rows(cfg: dict, det: SROOD, train: ImageSet, id_set: ImageSet,

@@ -75,6 +75,18 @@ def test_distance_table_l2_column_is_the_plain_l2_score(cfg, sets, inpaint_det):
     assert auroc["distance=L2"] == pytest.approx(round(100 * auroc_fn(s_id, s_ood), 2))
 
 
+def test_table4_repairs_each_image_once_for_all_its_distances(cfg, sets, inpaint_det, monkeypatch):
+    from srood_lib.models.psp import RepairNetwork
+
+    id_set, ood = sets
+    inpaint_det.net = inpaint_det.net  # an empty score memo
+    decodes = []
+    real = RepairNetwork.decode
+    monkeypatch.setattr(RepairNetwork, "decode", lambda self, w, *a, **k: decodes.append(len(w)) or real(self, w, *a, **k))
+    ablations.distance_table(cfg, inpaint_det, id_set, ood)
+    assert sum(decodes) == len(id_set.images) + len(ood["noise"].images)  # one repair per image, not four
+
+
 def test_erosion_strength_reads_factor_and_mask_side(cfg, sets, inpaint_det):
     id_set, ood = sets
     frame = ablations.erosion_strength(cfg, {"inpaint": inpaint_det}, id_set, ood)

@@ -72,7 +72,7 @@ def test_the_notebooks_cli_lists_the_tables_path_and_with_all_the_analyses(tmp_p
     # every table notebook (I, IV, V and the baselines) is on the default path; the long analyses are not
     assert tables_path == ["01_train_generator", "02_train_repair", "03_table", "04_baselines",
                            "05_table4_distance", "06_table5_offsets"]
-    assert everything == tables_path + ["07_ablations", "08_prior_budget", "09_trained_levers", "10_explore"]
+    assert everything == tables_path + ["03_analyses", "07_ablations", "08_prior_budget", "09_trained_levers", "10_explore"]
 
 
 def test_every_notebook_file_is_listed_by_some_id_set_and_every_listed_one_exists():

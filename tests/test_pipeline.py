@@ -7,26 +7,30 @@ from srood_lib.detector import mixing_sweep
 from srood_lib.health import health_table
 from srood_lib.levers import lever_scores
 from srood_lib.models.psp import RepairNetwork
-from srood_lib.pipeline import oracle_erosions, prefetch_table_scores, table_score_plan
+from srood_lib.pipeline import (analyses_score_plan, oracle_erosions, prefetch_analyses_scores, prefetch_table_scores,
+                                table_score_plan)
 
 from test_detector import fitted, smooth_images  # noqa: F401  (fitted: a module-scoped fixture)
 
 CFG = {"detector": {"mix_sweep": [None, 2, 4]}, "eval": {"jpeg_control": True}}
 
 
-def test_the_plan_asks_for_each_analysis_of_03(fitted):  # noqa: F811
-    plan = table_score_plan(CFG, fitted, analysed=True)
+def test_the_plans_ask_for_each_analysis_of_03(fitted):  # noqa: F811
     t_star, k_star, net = fitted.erosion_name, fitted.mix_from_layer, fitted.lpips_net
-    for t in fitted.config["candidate_erosions"]:
-        assert ("lpips", net) in plan[(t, k_star)]                          # rows, oracle, levers
+    table = table_score_plan(CFG, fitted)
+    assert ("lpips", net) in table[(t_star, k_star)]                          # the rows
     for k in CFG["detector"]["mix_sweep"]:
-        assert ("lpips", "alex") in plan[(t_star, k)] and ("lpips", net) in plan[(t_star, k)]  # health, sweep
-    assert ("l2", None) in plan[(t_star, k_star)]                            # the z(L2) + z(LPIPS) lever
-    plain = table_score_plan(CFG, fitted, analysed=False)
-    assert ("l2", None) not in plain[(t_star, k_star)]
+        assert ("lpips", "alex") in table[(t_star, k)]                        # repair health
+    analyses = analyses_score_plan(CFG, fitted, analysed=True)
+    for t in fitted.config["candidate_erosions"]:
+        assert ("lpips", net) in analyses[(t, k_star)]                        # oracle, median-over-erosions lever
+    for k in CFG["detector"]["mix_sweep"]:
+        assert ("lpips", net) in analyses[(t_star, k)]                        # mixing sweep
+    assert ("l2", None) in analyses[(t_star, k_star)]                         # the z(L2) + z(LPIPS) lever
+    assert ("l2", None) not in analyses_score_plan(CFG, fitted, analysed=False)[(t_star, k_star)]
 
 
-def test_after_the_prefetch_03s_analyses_repair_nothing_and_their_numbers_are_unchanged(fitted, monkeypatch):  # noqa: F811
+def test_after_the_prefetches_03s_cells_repair_nothing_and_their_numbers_are_unchanged(fitted, monkeypatch):  # noqa: F811
     from srood_lib.compression import jpeg_roundtrip
 
     wrap = lambda imgs: SimpleNamespace(images=imgs)  # noqa: E731  (the ImageSet field these functions read)
@@ -47,7 +51,8 @@ def test_after_the_prefetch_03s_analyses_repair_nothing_and_their_numbers_are_un
     fitted.net = fitted.net
     expected = analyses()
     fitted.net = fitted.net
-    prefetch_table_scores(CFG, dets, id_set, ood, analysed="sr")
+    prefetch_table_scores(CFG, dets, id_set, ood)
+    prefetch_analyses_scores(CFG, dets, id_set, ood, analysed="sr")
     encodes = []
     real_encode = RepairNetwork.encode
     monkeypatch.setattr(RepairNetwork, "encode", lambda self, *a, **k: encodes.append(len(a[0])) or
