@@ -14,7 +14,7 @@ from srood_lib import pipeline
 from srood_lib.rows import evaluate
 from srood_lib.config import apply_overrides
 from srood_lib.data import ImageSet
-from srood_lib.detector import SROOD, prefetch_scores, score_sets
+from srood_lib.detector import SROOD, score_sets
 from srood_lib.erosion import BicubicDownUp, Blackout, parse_erosion
 from srood_lib.perceptual import PAPER_LPIPS_NET
 
@@ -34,10 +34,9 @@ def _scores(det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet], **kw):
     return det.score(id_set.images, **kw), score_sets(det, {name: s.images for name, s in ood.items()}, **kw)
 
 
-def _prefetch(det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet], asks: dict) -> None:
+def _prefetch(det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet], asks: dict, what: str) -> None:
     """Every (T, k) -> [(metric, backbone)] a table asks, one pass per image set (same numbers, fewer repairs)."""
-    for images in [id_set.images, *(s.images for s in ood.values())]:
-        prefetch_scores([(det, asks)], images)
+    pipeline.prefetch_sets([(s.images, [(det, asks)]) for s in (id_set, *ood.values())], what)
 
 
 # ---------------------------------------------------------------------------------------------- Table IV
@@ -45,7 +44,8 @@ def _prefetch(det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet], asks: dict
 def distance_table(cfg: dict, det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet]) -> pd.DataFrame:
     """Table IV: the same trained SR-OOD_SR scored with each test distance of ``ablations.table4_distances``."""
     _prefetch(det, id_set, ood, {(det.erosion_name, det.mix_from_layer): [tuple(d) for d in
-                                                                        cfg["ablations"]["table4_distances"]]})
+                                                                        cfg["ablations"]["table4_distances"]]},
+              "Table IV uses")
     frames = []
     for distance, net in cfg["ablations"]["table4_distances"]:
         s_id, s_ood = _scores(det, id_set, ood, metric=distance, lpips_net=net)
@@ -81,7 +81,8 @@ def offset_setting(offset: int) -> str:
 def offset_table(cfg: dict, det: SROOD, id_set: ImageSet, ood: dict[str, ImageSet]) -> pd.DataFrame:
     """Table V: SR-OOD_Inpaint with its T* mask centred at each offset of ``ablations.table5_offsets``."""
     _prefetch(det, id_set, ood, {(offset_erosion(det.erosion_name, o), det.mix_from_layer):
-                                 [(det.config["distance"], det.lpips_net)] for o in cfg["ablations"]["table5_offsets"]})
+                                 [(det.config["distance"], det.lpips_net)] for o in cfg["ablations"]["table5_offsets"]},
+              "Table V uses")
     frames = []
     for offset in cfg["ablations"]["table5_offsets"]:
         name = offset_erosion(det.erosion_name, offset)

@@ -360,10 +360,15 @@ def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, 
     return pd.concat(frames, ignore_index=True), raw
 
 
+def own_setting_plan(det: SROOD) -> dict[tuple, list[tuple[str, str | None]]]:
+    """The detector's own setting as a score plan: (T*, k*) -> [(its distance, its backbone)]."""
+    return {(det.erosion_name, det.mix_from_layer): [(det.config["distance"], det.lpips_net)]}
+
+
 def table_score_plan(cfg: dict, det: SROOD) -> dict[tuple, list[tuple[str, str | None]]]:
     """Every (T, k) -> [(metric, backbone)] that notebook 03_table scores one detector's test sets with: its rows
     (T*, k*, its backbone) and the repair health (T* at every k of ``detector.mix_sweep``, LPIPS-alex)."""
-    plan = {(det.erosion_name, det.mix_from_layer): [(det.config["distance"], det.lpips_net)]}
+    plan = own_setting_plan(det)
     for k in cfg["detector"]["mix_sweep"]:
         plan.setdefault((det.erosion_name, k), []).append(("lpips", "alex"))
     return {s: list(dict.fromkeys(a)) for s, a in plan.items()}
@@ -382,7 +387,8 @@ def analyses_score_plan(cfg: dict, det: SROOD, analysed: bool) -> dict[tuple, li
     return {s: list(dict.fromkeys(a)) for s, a in plan.items()}
 
 
-def _prefetch(jobs_per_set: list, what: str) -> None:
+def prefetch_sets(jobs_per_set: list, what: str) -> None:
+    """``detector.prefetch_scores`` for each ``(images, jobs)`` of ``jobs_per_set``, under one progress bar."""
     from srood_lib.detector import prefetch_scores
     from srood_lib.progress import tqdm
 
@@ -401,12 +407,11 @@ def prefetch_table_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: Ima
     from srood_lib.compression import jpeg_roundtrip
 
     plans = [(det, table_score_plan(cfg, det)) for det in detectors.values()]
-    own = [(det, {(det.erosion_name, det.mix_from_layer): [(det.config["distance"], det.lpips_net)]})
-           for det in detectors.values()]
+    own = [(det, own_setting_plan(det)) for det in detectors.values()]
     sets = [(id_set.images, plans), *((s.images, plans) for s in ood.values())]
     if cfg["eval"]["jpeg_control"]:
         sets += [(jpeg_roundtrip(s.images), own) for s in ood.values()]
-    _prefetch(sets, "the table uses")
+    prefetch_sets(sets, "the table uses")
 
 
 def prefetch_analyses_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
@@ -414,7 +419,7 @@ def prefetch_analyses_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: 
     """``prefetch_table_scores`` for notebook 03_analyses (``analyses_score_plan``; ``analysed``: the variant
     whose mixing sweep and levers it shows)."""
     plans = [(det, analyses_score_plan(cfg, det, variant == analysed)) for variant, det in detectors.items()]
-    _prefetch([(s.images, plans) for s in (id_set, *ood.values())], "the analyses use")
+    prefetch_sets([(s.images, plans) for s in (id_set, *ood.values())], "the analyses use")
 
 
 def lever_rows(cfg: dict, det: SROOD, train: ImageSet, id_set: ImageSet,
