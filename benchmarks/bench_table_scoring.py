@@ -33,7 +33,7 @@ from srood_lib.config import load_config  # noqa: E402
 from srood_lib.detector import SROOD, mixing_sweep  # noqa: E402
 from srood_lib.health import health_table  # noqa: E402
 from srood_lib.levers import lever_scores  # noqa: E402
-from srood_lib.pipeline import (VARIANT_METHODS, default_detector, oracle_erosions,  # noqa: E402
+from srood_lib.pipeline import (VARIANT_METHODS, default_detector, health_sets, oracle_erosions,  # noqa: E402
                                 prefetch_analyses_scores, prefetch_table_scores, score_variants)
 
 
@@ -43,7 +43,8 @@ def analyses(cfg: dict, dets: dict[str, SROOD], id_set, ood: dict, val: np.ndarr
         prefetch_table_scores(cfg, dets, id_set, ood)
         prefetch_analyses_scores(cfg, dets, id_set, ood, analysed="sr")
     rows, raw = score_variants(cfg, dets, id_set, ood, cfg["eval"]["jpeg_control"])
-    health = health_table(dets, id_set.images, {k: v.images for k, v in ood.items()}, cfg["detector"]["mix_sweep"],
+    h_id, h_ood = health_sets(cfg, id_set, ood)
+    health = health_table(dets, h_id.images, {k: v.images for k, v in h_ood.items()}, cfg["detector"]["mix_sweep"],
                           cfg["detector"]["min_specificity"], "bench", VARIANT_METHODS)
     oracle = oracle_erosions(cfg, dets, id_set, ood)
     sweep = mixing_sweep(dets["sr"], id_set.images, {k: v.images for k, v in ood.items()}, cfg["detector"]["mix_sweep"])

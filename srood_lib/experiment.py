@@ -157,6 +157,16 @@ class Experiment:
         rows can stand beside the levers'; it is already in ``table.csv``, so write only the levers' rows."""
         return pipeline.score_variants(self.cfg, methods, self.test, self.ood, jpeg_control=False)
 
+    def health_table(self) -> pd.DataFrame:
+        """Repair health of each variant at every k of ``detector.mix_sweep`` (``health.health_table``), on the
+        ``eval.n_health`` ID test and per-OOD images of ``pipeline.health_sets``."""
+        from srood_lib.health import health_table
+
+        h_id, h_ood = pipeline.health_sets(self.cfg, self.test, self.ood)
+        return health_table(self.detectors, h_id.images, {k: v.images for k, v in h_ood.items()},
+                            self.cfg["detector"]["mix_sweep"], self.cfg["detector"]["min_specificity"], self.name,
+                            pipeline.VARIANT_METHODS)
+
     def train_test_table(self, n: int) -> pd.DataFrame:
         """Per variant: mean repair distance (LPIPS-alex, chosen setting) on ``n`` of the images its encoder was
         trained on vs. ``n`` ID test images (``health.train_test_gap``): does the encoder memorise?"""

@@ -89,7 +89,9 @@ def passes(health: Mapping, min_specificity: float) -> bool:
 def health_table(detectors: Mapping[str, object], id_images: np.ndarray, ood_sets: Mapping[str, np.ndarray],
                  mix_layers, min_specificity: float, id_name: str, method_names: Mapping[str, str],
                  n_specificity: int = N_SPECIFICITY, lpips_net: str = "alex") -> pd.DataFrame:
-    """One row per (variant, mixing setting): health numbers, the gate, and ``chosen`` (the detector's own k)."""
+    """One row per (variant, mixing setting): health numbers, the gate, ``chosen`` (the detector's own k) and how
+    many images each mean is over (``n_id``, ``n_<ood>``)."""
+    sizes = {"n_id": len(id_images), **{f"n_{name}": len(imgs) for name, imgs in ood_sets.items()}}
     rows = []
     for variant, det in detectors.items():
         for k in mix_layers:
@@ -99,5 +101,5 @@ def health_table(detectors: Mapping[str, object], id_images: np.ndarray, ood_set
                          "erosion": det.erosion_name, "mix_from_layer": mix_label(k),
                          **{key: round(v, 4) for key, v in h.items()},
                          "passes_gate": passes(h, min_specificity),
-                         "chosen": k == det.mix_from_layer})
+                         "chosen": k == det.mix_from_layer, **sizes})
     return pd.DataFrame(rows)

@@ -338,15 +338,13 @@ def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: Image
 def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
                    jpeg_control: bool) -> tuple[pd.DataFrame, dict]:
     """Score ID test and every OOD set with each detector's chosen setting (keys: variants, named by their method,
-    or row labels such as ``Experiment.lever_methods``'); with ``jpeg_control`` also score the OOD sets after the
-    same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy (rows noted "OOD JPEG q75 4:2:0").
+    or row labels such as ``Experiment.lever_methods``'); with ``jpeg_control`` also score the OOD sets' JPEG
+    copies (``jpeg_control_sets``; rows noted "OOD JPEG q75 4:2:0", against the same ID scores).
 
     Returns the results rows and the raw scores ``{key: {"id": ..., ood_name: ...}}``.
     """
-    from srood_lib.compression import jpeg_roundtrip
-
     frames, raw, table = [], {}, table_of(cfg)
-    jpeg = {name: jpeg_roundtrip(s.images) for name, s in ood.items()} if jpeg_control else {}
+    jpeg = jpeg_control_sets(cfg, ood) if jpeg_control else {}
     for key, det in detectors.items():
         method = VARIANT_METHODS.get(key, key)
         s_id = det.score(id_set.images)
@@ -355,9 +353,33 @@ def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, 
         note = det.settings() + ("" if det.passes_health else "; FAILS the repair-health gate (diagnostic only)")
         frames.append(evaluate(cfg, table, method, s_id, s_ood, id_set, ood, note=note))
         if jpeg:
-            s_jpeg = {name: det.score(imgs) for name, imgs in jpeg.items()}
-            frames.append(evaluate(cfg, table, method, s_id, s_jpeg, id_set, ood, note=note + "; OOD JPEG q75 4:2:0"))
+            s_jpeg = {name: det.score(s.images) for name, s in jpeg.items()}
+            frames.append(evaluate(cfg, table, method, s_id, s_jpeg, id_set, jpeg, note=note + "; OOD JPEG q75 4:2:0"))
     return pd.concat(frames, ignore_index=True), raw
+
+
+def jpeg_control_sets(cfg: dict, ood: dict[str, ImageSet]) -> dict[str, ImageSet]:
+    """The JPEG control's OOD images: ``eval.n_jpeg_control`` of each OOD set (seeded subset; all when null) after
+    the same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy. Empty when ``eval.jpeg_control`` is off. The
+    manifest records the encoding, so the rows' ``data_hash`` tells these images from the originals."""
+    from srood_lib.compression import jpeg_roundtrip
+
+    if not cfg["eval"]["jpeg_control"]:
+        return {}
+    out = {}
+    for name, s in ood.items():
+        sub = subsample(s, cfg["eval"]["n_jpeg_control"], cfg["seed"])
+        out[name] = ImageSet(jpeg_roundtrip(sub.images), sub.labels, {**sub.manifest, "transform": "JPEG q75 4:2:0"},
+                             sub.name, sub.split)
+    return out
+
+
+def health_sets(cfg: dict, id_set: ImageSet, ood: dict[str, ImageSet]) -> tuple[ImageSet, dict[str, ImageSet]]:
+    """The images the repair-health table is measured on: ``eval.n_health`` of ID test and of each OOD set (seeded
+    subsets; all when null). Health at the other mixing layers costs one repair per image per k, the table's rows
+    none of it, so a subset keeps the default run short; its means are stated with their n."""
+    n, seed = cfg["eval"]["n_health"], cfg["seed"]
+    return subsample(id_set, n, seed), {name: subsample(s, n, seed) for name, s in ood.items()}
 
 
 def own_setting_plan(det: SROOD) -> dict[tuple, list[tuple[str, str | None]]]:
@@ -365,13 +387,10 @@ def own_setting_plan(det: SROOD) -> dict[tuple, list[tuple[str, str | None]]]:
     return {(det.erosion_name, det.mix_from_layer): [(det.config["distance"], det.lpips_net)]}
 
 
-def table_score_plan(cfg: dict, det: SROOD) -> dict[tuple, list[tuple[str, str | None]]]:
-    """Every (T, k) -> [(metric, backbone)] that notebook 03_table scores one detector's test sets with: its rows
-    (T*, k*, its backbone) and the repair health (T* at every k of ``detector.mix_sweep``, LPIPS-alex)."""
-    plan = own_setting_plan(det)
-    for k in cfg["detector"]["mix_sweep"]:
-        plan.setdefault((det.erosion_name, k), []).append(("lpips", "alex"))
-    return {s: list(dict.fromkeys(a)) for s, a in plan.items()}
+def health_score_plan(cfg: dict, det: SROOD) -> dict[tuple, list[tuple[str, str | None]]]:
+    """What the repair-health table scores one detector's health sets with: T* at every k of
+    ``detector.mix_sweep``, LPIPS-alex (``health.health_table``)."""
+    return {(det.erosion_name, k): [("lpips", "alex")] for k in cfg["detector"]["mix_sweep"]}
 
 
 def analyses_score_plan(cfg: dict, det: SROOD, analysed: bool) -> dict[tuple, list[tuple[str, str | None]]]:
@@ -400,18 +419,31 @@ def prefetch_sets(jobs_per_set: list, what: str) -> None:
 
 def prefetch_table_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet,
                           ood: dict[str, ImageSet]) -> None:
-    """Score every test set once for all that notebook 03_table's cells will ask (``table_score_plan``; the
-    JPEG-control copies of the OOD sets at each detector's own setting), in one pass per set
-    (``detector.prefetch_scores``). The cells then read the detectors' score memo: what they compute is unchanged,
-    only when (``benchmarks/bench_table_scoring.py`` measures the saving)."""
-    from srood_lib.compression import jpeg_roundtrip
-
-    plans = [(det, table_score_plan(cfg, det)) for det in detectors.values()]
+    """Score every image set once for all that notebook 03_table's cells will ask, in one pass per set
+    (``detector.prefetch_scores``): the test sets at each detector's own setting (the rows), the health sets
+    (``health_sets``, ``health_score_plan``) and the JPEG-control sets (``jpeg_control_sets``, own setting). A set
+    that is two of these (``eval.n_health: null``) is scored once for both. The cells then read the detectors'
+    score memo: what they compute is unchanged, only when (``benchmarks/bench_table_scoring.py``)."""
     own = [(det, own_setting_plan(det)) for det in detectors.values()]
-    sets = [(id_set.images, plans), *((s.images, plans) for s in ood.values())]
-    if cfg["eval"]["jpeg_control"]:
-        sets += [(jpeg_roundtrip(s.images), own) for s in ood.values()]
-    prefetch_sets(sets, "the table uses")
+    health = [(det, health_score_plan(cfg, det)) for det in detectors.values()]
+    h_id, h_ood = health_sets(cfg, id_set, ood)
+    sets = [(s.images, own) for s in (id_set, *ood.values())]
+    sets += [(s.images, health) for s in (h_id, *h_ood.values())]
+    sets += [(s.images, own) for s in jpeg_control_sets(cfg, ood).values()]
+    prefetch_sets(merge_score_jobs(sets), "the table uses")
+
+
+def merge_score_jobs(sets: list) -> list:
+    """``[(images, jobs)]`` with the entries of one image array (the same object) merged into one, so that
+    ``prefetch_sets`` passes over it once: ``jobs`` are ``[(detector, {(T, k): [(metric, backbone)]})]``."""
+    merged: dict[int, tuple] = {}
+    for images, jobs in sets:
+        _, per_det = merged.setdefault(id(images), (images, {}))
+        for det, plan in jobs:
+            into = per_det.setdefault(id(det), (det, {}))[1]
+            for setting, asks in plan.items():
+                into[setting] = list(dict.fromkeys([*into.get(setting, []), *asks]))
+    return [(images, list(per_det.values())) for images, per_det in merged.values()]
 
 
 def prefetch_analyses_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],

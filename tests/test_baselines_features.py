@@ -65,3 +65,20 @@ def test_n_fit_subsamples_and_k_larger_than_the_fit_set_is_refused():
         feat.FeatureKNN({**CFG, "features": {**CFG["features"], "k": 50}}, "alex").fit(smooth(10, 0), progress=False)
     with pytest.raises(RuntimeError, match="not fitted"):
         feat.FeatureKNN(CFG, "vgg").score(smooth(2, 0))
+
+
+def test_knn_and_mahalanobis_of_one_backbone_share_one_feature_pass(monkeypatch):
+    calls = []
+    real = feat._backbone_features
+    monkeypatch.setattr(feat, "_backbone_features", lambda images, *a: calls.append(len(images)) or real(images, *a))
+    monkeypatch.setattr(feat, "_MEMO", type(feat._MEMO)())
+    train, test = smooth(12, 0), noise(6, 1)
+    knn = feat.FeatureKNN(CFG, "alex").fit(train, progress=False)
+    maha = feat.FeatureMahalanobis(CFG, "alex").fit(train, progress=False)
+    s_knn, s_maha = knn.score(test), maha.score(test)
+    assert calls == [12, 6]                                    # fit images once, test images once, for both
+    monkeypatch.setattr(feat, "_MEMO", type(feat._MEMO)())   # the same numbers computed afresh
+    np.testing.assert_array_equal(s_knn, knn.score(test))
+    np.testing.assert_allclose(s_maha, maha.score(test), rtol=1e-12)
+    d = real(test, "alex", "cpu", 8, False).double().numpy() - maha.mean
+    np.testing.assert_allclose(s_maha, np.einsum("ij,jk,ik->i", d, maha.precision, d), rtol=1e-9)

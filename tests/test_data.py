@@ -522,6 +522,8 @@ def test_data_hash_combines_manifests_in_order(data_dir):
     assert data.data_hash(train) != data.data_hash(test)
     subset = {**test.manifest, "subsample": {"n": 1, "seed": 0}}
     assert data.data_hash(train, subset) != data.data_hash(train, test)
+    transformed = {**test.manifest, "transform": "JPEG q75 4:2:0"}
+    assert data.data_hash(train, transformed) not in (data.data_hash(train, test), data.data_hash(train, subset))
 
 
 def test_cache_readme_documents_every_dataset():

@@ -1,26 +1,34 @@
 """pipeline: what notebook 03 scores, prefetched in one pass per image set."""
-from types import SimpleNamespace
-
 import numpy as np
+import pandas as pd
 
+from srood_lib.data import ImageSet, data_hash
 from srood_lib.detector import mixing_sweep
 from srood_lib.health import health_table
 from srood_lib.levers import lever_scores
 from srood_lib.models.psp import RepairNetwork
-from srood_lib.pipeline import (analyses_score_plan, oracle_erosions, prefetch_analyses_scores, prefetch_table_scores,
-                                table_score_plan)
+from srood_lib.pipeline import (analyses_score_plan, health_score_plan, health_sets, jpeg_control_sets,
+                                merge_score_jobs, oracle_erosions, own_setting_plan, prefetch_analyses_scores,
+                                prefetch_table_scores, score_variants)
 
 from test_detector import fitted, smooth_images  # noqa: F401  (fitted: a module-scoped fixture)
 
-CFG = {"detector": {"mix_sweep": [None, 2, 4]}, "eval": {"jpeg_control": True}}
+CFG = {"seed": 0, "profile": "test", "data": {"id": "smooth"}, "experiment": {"table": "T"},
+       "detector": {"mix_sweep": [None, 2, 4]},
+       "eval": {"jpeg_control": True, "n_health": 8, "n_jpeg_control": 6, "n_boot": 10}}
+
+
+def image_set(images: np.ndarray, name: str) -> ImageSet:
+    manifest = {"name": name, "split": "test", "resolution": 32, "sha256": name}
+    return ImageSet(images, np.full(len(images), -1), manifest, name, "test")
 
 
 def test_the_plans_ask_for_each_analysis_of_03(fitted):  # noqa: F811
     t_star, k_star, net = fitted.erosion_name, fitted.mix_from_layer, fitted.lpips_net
-    table = table_score_plan(CFG, fitted)
-    assert ("lpips", net) in table[(t_star, k_star)]                          # the rows
+    assert own_setting_plan(fitted) == {(t_star, k_star): [("lpips", net)]}  # the rows
+    health = health_score_plan(CFG, fitted)
     for k in CFG["detector"]["mix_sweep"]:
-        assert ("lpips", "alex") in table[(t_star, k)]                        # repair health
+        assert health[(t_star, k)] == [("lpips", "alex")]                      # repair health
     analyses = analyses_score_plan(CFG, fitted, analysed=True)
     for t in fitted.config["candidate_erosions"]:
         assert ("lpips", net) in analyses[(t, k_star)]                        # oracle, median-over-erosions lever
@@ -31,22 +39,19 @@ def test_the_plans_ask_for_each_analysis_of_03(fitted):  # noqa: F811
 
 
 def test_after_the_prefetches_03s_cells_repair_nothing_and_their_numbers_are_unchanged(fitted, monkeypatch):  # noqa: F811
-    from srood_lib.compression import jpeg_roundtrip
-
-    wrap = lambda imgs: SimpleNamespace(images=imgs)  # noqa: E731  (the ImageSet field these functions read)
-    id_set, ood = wrap(smooth_images(20, 10)), {"far": wrap(np.random.default_rng(3).integers(0, 256, (12, 32, 32, 3),
-                                                                                            dtype=np.uint8))}
+    id_set = image_set(smooth_images(20, 10), "smooth")
+    ood = {"far": image_set(np.random.default_rng(3).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), "far")}
     dets = {"sr": fitted}
 
     def analyses():
-        rows = [fitted.score(s.images) for s in (id_set, *ood.values())]
-        rows += [fitted.score(jpeg_roundtrip(s.images)) for s in ood.values()]
-        health = health_table(dets, id_set.images, {k: v.images for k, v in ood.items()}, CFG["detector"]["mix_sweep"],
+        rows, _ = score_variants(CFG, dets, id_set, ood, jpeg_control=True)
+        h_id, h_ood = health_sets(CFG, id_set, ood)
+        health = health_table(dets, h_id.images, {k: v.images for k, v in h_ood.items()}, CFG["detector"]["mix_sweep"],
                               0.0, "test", {})
         oracle = oracle_erosions(CFG, dets, id_set, ood)
         sweep = mixing_sweep(fitted, id_set.images, {k: v.images for k, v in ood.items()}, CFG["detector"]["mix_sweep"])
         lev = lever_scores(fitted, {"id": id_set.images, "far": ood["far"].images}, id_set.images[:8])
-        return rows, health, oracle, sweep, lev
+        return rows.drop(columns="commit"), health, oracle, sweep, lev
 
     fitted.net = fitted.net
     expected = analyses()
@@ -58,12 +63,45 @@ def test_after_the_prefetches_03s_cells_repair_nothing_and_their_numbers_are_unc
     monkeypatch.setattr(RepairNetwork, "encode", lambda self, *a, **k: encodes.append(len(a[0])) or
                         real_encode(self, *a, **k))
     got = analyses()
-    # only the repairs that are not scores are left: health's specificity sample (one per k) and the levers'
-    # validation images, which are not a test set
-    assert sum(encodes) == len(CFG["detector"]["mix_sweep"]) * min(64, len(id_set.images)) + 2 * 8
-    for a, b in zip(got[0], expected[0]):
-        assert np.array_equal(a, b)
+    # only the repairs that are not scores are left: health's specificity sample (one per k; the whole 8-image
+    # health subset) and the levers' validation images, which are not a test set
+    assert sum(encodes) == len(CFG["detector"]["mix_sweep"]) * CFG["eval"]["n_health"] + 2 * 8
+    pd.testing.assert_frame_equal(got[0], expected[0])
     assert got[1].equals(expected[1]) and got[2].equals(expected[2]) and got[3].equals(expected[3])
     for lever in expected[4]:
         for name in expected[4][lever]:
             assert np.array_equal(got[4][lever][name], expected[4][lever][name])
+
+
+def test_health_and_the_jpeg_control_use_seeded_subsets_and_say_so(fitted):  # noqa: F811
+    id_set = image_set(smooth_images(20, 10), "smooth")
+    ood = {"far": image_set(np.random.default_rng(3).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), "far")}
+    h_id, h_ood = health_sets(CFG, id_set, ood)
+    assert (len(h_id), len(h_ood["far"])) == (8, 8)
+    assert health_sets(CFG, id_set, ood)[0].images.tobytes() == h_id.images.tobytes()   # the same images each time
+    whole = health_sets({**CFG, "eval": {**CFG["eval"], "n_health": None}}, id_set, ood)
+    assert whole[0] is id_set and whole[1]["far"] is ood["far"]
+    health = health_table({"sr": fitted}, h_id.images, {k: v.images for k, v in h_ood.items()}, [None], 0.0, "t", {})
+    assert (health["n_id"] == 8).all() and (health["n_far"] == 8).all()
+
+    jpeg = jpeg_control_sets(CFG, ood)["far"]
+    assert len(jpeg) == CFG["eval"]["n_jpeg_control"] and not np.array_equal(jpeg.images, ood["far"].images[:6])
+    assert data_hash(jpeg) != data_hash(image_set(jpeg.images, "far"))          # the rows' data hash says "JPEG"
+    assert jpeg_control_sets({**CFG, "eval": {**CFG["eval"], "jpeg_control": False}}, ood) == {}
+    rows, _ = score_variants(CFG, {"sr": fitted}, id_set, ood, jpeg_control=True)
+    jpeg_rows = rows[rows["note"].str.contains("JPEG")]
+    assert (jpeg_rows["n_ood"] == 6).all() and (jpeg_rows["n_id"] == 20).all()
+    assert (rows.loc[~rows["note"].str.contains("JPEG"), "n_ood"] == 12).all()
+
+
+def test_merged_score_jobs_pass_over_one_image_array_once(fitted):  # noqa: F811
+    a, b = smooth_images(4, 1), smooth_images(4, 2)
+    own, health = own_setting_plan(fitted), health_score_plan(CFG, fitted)
+    merged = merge_score_jobs([(a, [(fitted, own)]), (b, [(fitted, own)]), (a, [(fitted, health)])])
+    assert [m[0] is x for m, x in zip(merged, (a, b))] == [True, True] and len(merged) == 2
+    (det, plan), = merged[0][1]
+    assert det is fitted
+    t_star, k_star = fitted.erosion_name, fitted.mix_from_layer
+    assert plan[(t_star, k_star)] == list(dict.fromkeys([*own[(t_star, k_star)], *health[(t_star, k_star)]]))
+    assert set(plan) == set(own) | set(health)
+    assert merged[1][1][0][1] == own

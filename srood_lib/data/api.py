@@ -301,7 +301,8 @@ def subsample(image_set: ImageSet, n: int | None, seed: int) -> ImageSet:
 def data_hash(*image_sets) -> str:
     """A short hash of the given sets' manifests (name, split, resolution, sha256), in order, for results rows.
 
-    A ``subsample`` entry in a manifest (added by callers that take a subset) is part of the hash too.
+    A ``subsample`` entry in a manifest (added by callers that take a subset) is part of the hash too, and so is a
+    ``transform`` entry (added by callers that change the images, e.g. the JPEG control).
     """
     if not image_sets:
         raise ValueError("data_hash needs at least one ImageSet (or manifest dict)")
@@ -311,6 +312,8 @@ def data_hash(*image_sets) -> str:
         part = f"{manifest['name']}/{manifest['split']}/{manifest['resolution']}:{manifest['sha256']}"
         if manifest.get("subsample") is not None:
             part += " subsample=" + json.dumps(manifest["subsample"], sort_keys=True)
+        if manifest.get("transform") is not None:
+            part += " transform=" + json.dumps(manifest["transform"], sort_keys=True)
         parts.append(part)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
