@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from srood_lib.config import PROJECT_ROOT, checkpoint_dir, config_hash, project_relative
-from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset, subsample
+from srood_lib.data import DatasetMissingError, ImageSet, data_hash, load_dataset, subsample, subsample_indices
 from srood_lib.detector import SROOD, detector_config
 from srood_lib.models.psp import mix_label  # noqa: F401 - notebooks call pipeline.mix_label
 from srood_lib.report import git_commit
@@ -338,8 +338,9 @@ def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: Image
 def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
                    jpeg_control: bool) -> tuple[pd.DataFrame, dict]:
     """Score ID test and every OOD set with each detector's chosen setting (keys: variants, named by their method,
-    or row labels such as ``Experiment.lever_methods``'); with ``jpeg_control`` also score the OOD sets' JPEG
-    copies (``jpeg_control_sets``; rows noted "OOD JPEG q75 4:2:0", against the same ID scores).
+    or row labels such as ``Experiment.lever_methods``'); with ``jpeg_control`` also the JPEG control: the OOD
+    subsets of ``jpeg_control_sets`` as they are (noted "JPEG control subset, as distributed") and after JPEG q75
+    4:2:0 (noted "OOD JPEG q75 4:2:0"), both against every ID test score, so the two differ only by the encoding.
 
     Returns the results rows and the raw scores ``{key: {"id": ..., ood_name: ...}}``.
     """
@@ -353,19 +354,25 @@ def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, 
         note = det.settings() + ("" if det.passes_health else "; FAILS the repair-health gate (diagnostic only)")
         frames.append(evaluate(cfg, table, method, s_id, s_ood, id_set, ood, note=note))
         if jpeg:
-            s_jpeg = {name: det.score(s.images) for name, s in jpeg.items()}
-            frames.append(evaluate(cfg, table, method, s_id, s_jpeg, id_set, jpeg, note=note + "; OOD JPEG q75 4:2:0"))
+            plain = {name: subsample(s, cfg["eval"]["n_jpeg_control"], cfg["seed"]) for name, s in ood.items()}
+            pick = {name: subsample_indices(len(s), cfg["eval"]["n_jpeg_control"], cfg["seed"]) for name, s in ood.items()}
+            frames.append(evaluate(cfg, table, method, s_id, {name: s_ood[name][i] for name, i in pick.items()}, id_set,
+                                   plain, note=note + f"; {JPEG_SUBSET_NOTE}"))
+            frames.append(evaluate(cfg, table, method, s_id, {name: det.score(s.images) for name, s in jpeg.items()},
+                                   id_set, jpeg, note=note + f"; {JPEG_NOTE}"))
     return pd.concat(frames, ignore_index=True), raw
+
+
+JPEG_NOTE = "OOD JPEG q75 4:2:0"
+JPEG_SUBSET_NOTE = "OOD JPEG-control subset, as distributed"  # "JPEG" in both: results loaders leave controls out
 
 
 def jpeg_control_sets(cfg: dict, ood: dict[str, ImageSet]) -> dict[str, ImageSet]:
     """The JPEG control's OOD images: ``eval.n_jpeg_control`` of each OOD set (seeded subset; all when null) after
-    the same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy. Empty when ``eval.jpeg_control`` is off. The
-    manifest records the encoding, so the rows' ``data_hash`` tells these images from the originals."""
+    the same JPEG q75 4:2:0 encoding as the offline CIFAR-10 copy. The manifest records the encoding, so the rows'
+    ``data_hash`` tells these images from the originals."""
     from srood_lib.compression import jpeg_roundtrip
 
-    if not cfg["eval"]["jpeg_control"]:
-        return {}
     out = {}
     for name, s in ood.items():
         sub = subsample(s, cfg["eval"]["n_jpeg_control"], cfg["seed"])
@@ -429,7 +436,8 @@ def prefetch_table_scores(cfg: dict, detectors: Mapping[str, SROOD], id_set: Ima
     h_id, h_ood = health_sets(cfg, id_set, ood)
     sets = [(s.images, own) for s in (id_set, *ood.values())]
     sets += [(s.images, health) for s in (h_id, *h_ood.values())]
-    sets += [(s.images, own) for s in jpeg_control_sets(cfg, ood).values()]
+    if cfg["eval"]["jpeg_control"]:
+        sets += [(s.images, own) for s in jpeg_control_sets(cfg, ood).values()]
     prefetch_sets(merge_score_jobs(sets), "the table uses")
 
 
@@ -544,10 +552,20 @@ def selection_table(detectors: Mapping[str, SROOD]) -> pd.DataFrame:
 
 
 def jpeg_control_table(results: pd.DataFrame) -> pd.DataFrame:
-    """AUROC of each (method, OOD set) as is and after JPEG q75 4:2:0 on the OOD side."""
+    """AUROC of each (method, OOD set) on all its OOD images, on the JPEG control's subset as distributed and on
+    that subset after JPEG q75 4:2:0 (the last two differ only by the encoding), with the two image counts."""
     auroc = results[(results["metric"] == "auroc") & results["value"].notna()].copy()
-    auroc["OOD images"] = np.where(auroc["note"].str.contains("JPEG"), "JPEG q75 4:2:0", "as distributed")
-    return auroc.pivot_table(index=["method", "ood"], columns="OOD images", values="value")
+    kind = np.select([auroc["note"].str.endswith(JPEG_NOTE), auroc["note"].str.endswith(JPEG_SUBSET_NOTE)],
+                     ["subset, JPEG q75 4:2:0", "subset, as distributed"], "all, as distributed")
+    auroc["OOD images"] = kind
+    table = auroc.pivot_table(index=["method", "ood"], columns="OOD images", values="value", sort=False)
+    n = auroc.assign(n=auroc["n_ood"].astype(int)).pivot_table(index=["method", "ood"], columns="OOD images",
+                                                               values="n", sort=False)
+    table["n (all)"] = n["all, as distributed"].astype(int)
+    if "subset, as distributed" in n:
+        table["n (subset)"] = n["subset, as distributed"].astype(int)
+    return table[[c for c in ("all, as distributed", "subset, as distributed", "subset, JPEG q75 4:2:0", "n (all)",
+                              "n (subset)") if c in table]]
 
 
 def export_prior(cfg: dict, dest: str | Path, device_note: str) -> Path:

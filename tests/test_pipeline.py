@@ -2,14 +2,15 @@
 import numpy as np
 import pandas as pd
 
-from srood_lib.data import ImageSet, data_hash
+from srood_lib.data import ImageSet, data_hash, subsample
 from srood_lib.detector import mixing_sweep
 from srood_lib.health import health_table
 from srood_lib.levers import lever_scores
+from srood_lib.metrics import auroc as auroc_of
 from srood_lib.models.psp import RepairNetwork
-from srood_lib.pipeline import (analyses_score_plan, health_score_plan, health_sets, jpeg_control_sets,
-                                merge_score_jobs, oracle_erosions, own_setting_plan, prefetch_analyses_scores,
-                                prefetch_table_scores, score_variants)
+from srood_lib.pipeline import (JPEG_NOTE, JPEG_SUBSET_NOTE, analyses_score_plan, health_score_plan, health_sets,
+                                jpeg_control_sets, jpeg_control_table, merge_score_jobs, oracle_erosions,
+                                own_setting_plan, prefetch_analyses_scores, prefetch_table_scores, score_variants)
 
 from test_detector import fitted, smooth_images  # noqa: F401  (fitted: a module-scoped fixture)
 
@@ -75,7 +76,7 @@ def test_after_the_prefetches_03s_cells_repair_nothing_and_their_numbers_are_unc
 
 def test_health_and_the_jpeg_control_use_seeded_subsets_and_say_so(fitted):  # noqa: F811
     id_set = image_set(smooth_images(20, 10), "smooth")
-    ood = {"far": image_set(np.random.default_rng(3).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), "far")}
+    ood = {"far": image_set(smooth_images(12, 3), "far")}  # smooth: JPEG keeps them close
     h_id, h_ood = health_sets(CFG, id_set, ood)
     assert (len(h_id), len(h_ood["far"])) == (8, 8)
     assert health_sets(CFG, id_set, ood)[0].images.tobytes() == h_id.images.tobytes()   # the same images each time
@@ -85,13 +86,32 @@ def test_health_and_the_jpeg_control_use_seeded_subsets_and_say_so(fitted):  # n
     assert (health["n_id"] == 8).all() and (health["n_far"] == 8).all()
 
     jpeg = jpeg_control_sets(CFG, ood)["far"]
-    assert len(jpeg) == CFG["eval"]["n_jpeg_control"] and not np.array_equal(jpeg.images, ood["far"].images[:6])
-    assert data_hash(jpeg) != data_hash(image_set(jpeg.images, "far"))          # the rows' data hash says "JPEG"
-    assert jpeg_control_sets({**CFG, "eval": {**CFG["eval"], "jpeg_control": False}}, ood) == {}
+    plain = subsample(ood["far"], CFG["eval"]["n_jpeg_control"], CFG["seed"])
+    assert len(jpeg) == len(plain) == 6
+    diff = np.abs(jpeg.images.astype(int) - plain.images.astype(int))
+    assert diff.max() > 0 and diff.mean() < 5                                   # the same images, JPEG-encoded
+    assert data_hash(jpeg) != data_hash(plain)                                  # the rows' data hash says "JPEG"
     rows, _ = score_variants(CFG, {"sr": fitted}, id_set, ood, jpeg_control=True)
-    jpeg_rows = rows[rows["note"].str.contains("JPEG")]
-    assert (jpeg_rows["n_ood"] == 6).all() and (jpeg_rows["n_id"] == 20).all()
-    assert (rows.loc[~rows["note"].str.contains("JPEG"), "n_ood"] == 12).all()
+    auroc = rows[rows["metric"] == "auroc"]
+    encoded, subset = (auroc[auroc["note"].str.endswith(n)] for n in (JPEG_NOTE, JPEG_SUBSET_NOTE))
+    full = auroc[~auroc["note"].str.contains("JPEG")]
+    assert (encoded["n_ood"] == 6).all() and (subset["n_ood"] == 6).all() and (full["n_ood"] == 12).all()
+    assert (auroc["n_id"] == 20).all()
+    assert len({*encoded["data_hash"], *subset["data_hash"], *full["data_hash"]}) == 3
+    s_id, s_sub = fitted.score(id_set.images), fitted.score(plain.images)
+    assert subset["value"].iloc[0] == round(100 * auroc_of(s_id, s_sub), 2)   # the subset's own scores, sliced
+    table = jpeg_control_table(rows)
+    assert list(table.columns) == ["all, as distributed", "subset, as distributed", "subset, JPEG q75 4:2:0",
+                                   "n (all)", "n (subset)"]
+    assert table.loc[("SR-OOD_SR", "far"), "n (subset)"] == 6
+
+
+def test_a_subset_of_a_subset_has_its_own_data_hash():
+    full = image_set(smooth_images(30, 1), "smooth")
+    a, b = subsample(full, 20, 0), subsample(full, 25, 0)
+    assert data_hash(subsample(a, 6, 0)) != data_hash(subsample(b, 6, 0))
+    assert subsample(a, 6, 0).manifest["subsample"] == {"n": 6, "seed": 0, "of": {"n": 20, "seed": 0}}
+    assert "of" not in a.manifest["subsample"]                                   # one level: as before
 
 
 def test_merged_score_jobs_pass_over_one_image_array_once(fitted):  # noqa: F811

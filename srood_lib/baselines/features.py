@@ -31,25 +31,24 @@ from srood_lib.runtime import data_fingerprint, resolve_device, to_float_images,
 FEATURE_KEYS = ("k", "n_fit", "batch_size", "shrinkage")
 PROGRESS_MIN_BATCHES = 20  # shorter passes take seconds: no bar
 # kNN and Mahalanobis of one backbone see the same images (fit subset, then each test set): one feature pass serves
-# both. 8 entries hold the fit subset and every test set of a table (~60 MB each at most, VGG on 10,000 images).
+# both. Scoring runs one detector over every set, then the next, so the memo must hold a table's sets (ID + up to
+# 7 OOD) and the fit subsets; 16 entries do (VGG: ~12 MB per 2,000 images, ~60 MB for the 10,000-image fit set).
 _MEMO: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
-_MEMO_SIZE = 8
+_MEMO_SIZE = 16
 
 
 @torch.no_grad()
 def backbone_features(images: np.ndarray, net: str, device: torch.device | str = "cpu", batch: int = 256,
                       progress: bool = False) -> torch.Tensor:
     """float32 (N, D) features of uint8 ``images`` (N, H, W, 3) in the LPIPS backbone ``net`` (see module doc).
-    Memoised on (net, device, batch, images): read-only, shared by the detectors of one backbone."""
+    Memoised on (net, device, batch, images), so the detectors of one backbone share one pass."""
     key = (net, str(device), int(batch), data_fingerprint(images))
-    if key in _MEMO:
-        _MEMO.move_to_end(key)
-        return _MEMO[key]
-    z = _backbone_features(images, net, device, batch, progress)
-    _MEMO[key] = z
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return z
+    if key not in _MEMO:
+        _MEMO[key] = _backbone_features(images, net, device, batch, progress)
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    _MEMO.move_to_end(key)
+    return _MEMO[key].clone()  # a copy: a caller that changes it in place cannot change the memo
 
 
 def _backbone_features(images: np.ndarray, net: str, device, batch: int, progress: bool) -> torch.Tensor:

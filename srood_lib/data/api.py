@@ -294,7 +294,8 @@ def subsample(image_set: ImageSet, n: int | None, seed: int) -> ImageSet:
     if n is None or n >= len(image_set):
         return image_set
     idx = subsample_indices(len(image_set), n, seed)
-    manifest = {**image_set.manifest, "subsample": {"n": int(n), "seed": int(seed)}}
+    outer = image_set.manifest.get("subsample")  # a subset of a subset names both, so its hash tells them apart
+    manifest = {**image_set.manifest, "subsample": {"n": int(n), "seed": int(seed), **({"of": outer} if outer else {})}}
     return ImageSet(image_set.images[idx], image_set.labels[idx], manifest, image_set.name, image_set.split)
 
 
