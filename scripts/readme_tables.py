@@ -41,6 +41,8 @@ def markdown(rows: pd.DataFrame, columns: list[str], paper: dict, title: str, ci
         by_ood = {r["ood"]: r for r in per.to_dict("records")}
         cells = [cell(by_ood[c], paper, method in ci_for) if c in by_ood else "" for c in columns]
         name = method
+        if per["note"].str.contains("beyond the paper").any() and "beyond the paper" not in method:
+            name += " (beyond the paper)"
         if (per["n_ood"] < n_usual).all():  # a row scored on fewer images (Likelihood Regret's subsets) says so
             name += f" ({int(per['n_ood'].max())} images per set)"
         if method == bold:
