@@ -335,17 +335,24 @@ def ship_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: Image
 
 # ------------------------------------------------------------------------------------------------ evaluation
 
+JPEG_NOTE = "OOD JPEG q75 4:2:0"
+JPEG_SUBSET_NOTE = "OOD JPEG-control subset, as distributed"  # "JPEG" in both: results loaders leave controls out
+
+
 def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, ood: dict[str, ImageSet],
                    jpeg_control: bool) -> tuple[pd.DataFrame, dict]:
     """Score ID test and every OOD set with each detector's chosen setting (keys: variants, named by their method,
     or row labels such as ``Experiment.lever_methods``'); with ``jpeg_control`` also the JPEG control: the OOD
-    subsets of ``jpeg_control_sets`` as they are (noted "JPEG control subset, as distributed") and after JPEG q75
-    4:2:0 (noted "OOD JPEG q75 4:2:0"), both against every ID test score, so the two differ only by the encoding.
+    subsets of ``jpeg_control_sets`` as they are (noted ``JPEG_SUBSET_NOTE``) and after JPEG q75 4:2:0 (noted
+    ``JPEG_NOTE``), both against every ID test score, so the two differ only by the encoding.
 
     Returns the results rows and the raw scores ``{key: {"id": ..., ood_name: ...}}``.
     """
     frames, raw, table = [], {}, table_of(cfg)
     jpeg = jpeg_control_sets(cfg, ood) if jpeg_control else {}
+    # the same subsets as distributed: their scores are slices of the full sets' scores
+    plain = {name: subsample(ood[name], cfg["eval"]["n_jpeg_control"], cfg["seed"]) for name in jpeg}
+    pick = {name: subsample_indices(len(ood[name]), cfg["eval"]["n_jpeg_control"], cfg["seed"]) for name in jpeg}
     for key, det in detectors.items():
         method = VARIANT_METHODS.get(key, key)
         s_id = det.score(id_set.images)
@@ -354,17 +361,11 @@ def score_variants(cfg: dict, detectors: Mapping[str, SROOD], id_set: ImageSet, 
         note = det.settings() + ("" if det.passes_health else "; FAILS the repair-health gate (diagnostic only)")
         frames.append(evaluate(cfg, table, method, s_id, s_ood, id_set, ood, note=note))
         if jpeg:
-            plain = {name: subsample(s, cfg["eval"]["n_jpeg_control"], cfg["seed"]) for name, s in ood.items()}
-            pick = {name: subsample_indices(len(s), cfg["eval"]["n_jpeg_control"], cfg["seed"]) for name, s in ood.items()}
             frames.append(evaluate(cfg, table, method, s_id, {name: s_ood[name][i] for name, i in pick.items()}, id_set,
                                    plain, note=note + f"; {JPEG_SUBSET_NOTE}"))
             frames.append(evaluate(cfg, table, method, s_id, {name: det.score(s.images) for name, s in jpeg.items()},
                                    id_set, jpeg, note=note + f"; {JPEG_NOTE}"))
     return pd.concat(frames, ignore_index=True), raw
-
-
-JPEG_NOTE = "OOD JPEG q75 4:2:0"
-JPEG_SUBSET_NOTE = "OOD JPEG-control subset, as distributed"  # "JPEG" in both: results loaders leave controls out
 
 
 def jpeg_control_sets(cfg: dict, ood: dict[str, ImageSet]) -> dict[str, ImageSet]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,16 @@ def uint8_to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
 def to_float_images(images_u8: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float in [-1, 1]."""
     return images_u8.to(torch.float32) / 127.5 - 1.0
+
+
+def lru_memo(memo: OrderedDict, key, size: int, compute: Callable):
+    """``memo[key]``, computed by ``compute()`` on a miss; the least recently used entries beyond ``size`` go."""
+    if key not in memo:
+        memo[key] = compute()
+        while len(memo) > size:
+            memo.popitem(last=False)
+    memo.move_to_end(key)
+    return memo[key]
 
 
 def data_fingerprint(array: np.ndarray) -> str:

@@ -98,3 +98,17 @@ def test_bf16_on_the_cpu_only_where_the_cpu_has_it_natively(monkeypatch):
     # CUDA follows its own switch, whatever the CPU can do
     assert runtime.autocast_bf16(cuda, True, False, "a test run") is True
     assert runtime.autocast_bf16(cuda, False, True, "a test run") is False
+
+
+def test_lru_memo_computes_once_and_drops_the_least_recently_used():
+    from collections import OrderedDict
+
+    from srood_lib.runtime import lru_memo
+
+    memo, calls = OrderedDict(), []
+    get = lambda k: lru_memo(memo, k, 2, lambda: calls.append(k) or k * 10)  # noqa: E731
+    assert [get(1), get(2), get(1)] == [10, 20, 10] and calls == [1, 2]
+    get(3)                                   # 2 is now the least recently used
+    assert list(memo) == [1, 3]
+    get(2)
+    assert calls == [1, 2, 3, 2]

@@ -26,7 +26,7 @@ import torch
 from srood_lib.config import require_keys
 from srood_lib.data import subsample_indices
 from srood_lib.perceptual import get_lpips, unit_normalize
-from srood_lib.runtime import data_fingerprint, resolve_device, to_float_images, uint8_to_tensor
+from srood_lib.runtime import data_fingerprint, lru_memo, resolve_device, to_float_images, uint8_to_tensor
 
 FEATURE_KEYS = ("k", "n_fit", "batch_size", "shrinkage")
 PROGRESS_MIN_BATCHES = 20  # shorter passes take seconds: no bar
@@ -43,12 +43,8 @@ def backbone_features(images: np.ndarray, net: str, device: torch.device | str =
     """float32 (N, D) features of uint8 ``images`` (N, H, W, 3) in the LPIPS backbone ``net`` (see module doc).
     Memoised on (net, device, batch, images), so the detectors of one backbone share one pass."""
     key = (net, str(device), int(batch), data_fingerprint(images))
-    if key not in _MEMO:
-        _MEMO[key] = _backbone_features(images, net, device, batch, progress)
-        while len(_MEMO) > _MEMO_SIZE:
-            _MEMO.popitem(last=False)
-    _MEMO.move_to_end(key)
-    return _MEMO[key].clone()  # a copy: a caller that changes it in place cannot change the memo
+    z = lru_memo(_MEMO, key, _MEMO_SIZE, lambda: _backbone_features(images, net, device, batch, progress))
+    return z.clone()  # a copy: a caller that changes it in place cannot change the memo
 
 
 def _backbone_features(images: np.ndarray, net: str, device, batch: int, progress: bool) -> torch.Tensor:

@@ -23,7 +23,7 @@ from srood_lib.baselines.common import (LOG_2PI, STREAM_BACKGROUND, STREAM_IWAE,
 from srood_lib.baselines.vae import (VAE, gaussian_kl, iwae_nll_from_log_w, iwae_samples, train_vae,
                                      weights_fingerprint)
 from srood_lib.config import require_keys
-from srood_lib.runtime import data_fingerprint, resolve_device, step_seed, uint8_to_tensor
+from srood_lib.runtime import data_fingerprint, lru_memo, resolve_device, step_seed, uint8_to_tensor
 
 COMMON_KEYS = ("vae", "n_holdout", "iwae_k", "score_batch", "seed", "device")
 DECODE_CHUNK = 64  # images decoded at once inside the IWAE: memory only (about 200 MB of logits), not results
@@ -40,7 +40,6 @@ def background_seed(seed: int) -> int:
     return step_seed(seed, 0, STREAM_BACKGROUND)
 
 
-@torch.no_grad()
 def vae_statistics(vae: VAE, images: np.ndarray, k: int, seed: int, batch: int,
                    progress: bool = False) -> dict[str, np.ndarray]:
     """Per-image statistics of a VAE on uint8 ``images`` (N, H, W, 3), all in nats, float64:
@@ -50,12 +49,14 @@ def vae_statistics(vae: VAE, images: np.ndarray, k: int, seed: int, batch: int,
     Image i's noise is seeded by (seed, i), so results do not depend on ``batch``. Memoised on (weights, data,
     k, seed): the detectors sharing one VAE score each image set once.
     """
+    key = (weights_fingerprint(vae), data_fingerprint(images), int(k), int(seed))
+    return lru_memo(_MEMO, key, _MEMO_SIZE, lambda: _vae_statistics(vae, images, k, seed, batch, progress))
+
+
+@torch.no_grad()
+def _vae_statistics(vae: VAE, images: np.ndarray, k: int, seed: int, batch: int, progress: bool) -> dict:
     from srood_lib.progress import tqdm
 
-    key = (weights_fingerprint(vae), data_fingerprint(images), int(k), int(seed))
-    if key in _MEMO:
-        _MEMO.move_to_end(key)
-        return _MEMO[key]
     device = next(vae.parameters()).device
     data = uint8_to_tensor(images)
     parts: dict[str, list] = {n: [] for n in ("nll", "rate", "distortion", "entropy", "mu", "logvar")}
@@ -73,9 +74,6 @@ def vae_statistics(vae: VAE, images: np.ndarray, k: int, seed: int, batch: int,
     stats = {n: (torch.cat(v).double().cpu().numpy() if v else np.zeros(0)) for n, v in parts.items()}
     for arr in stats.values():
         arr.flags.writeable = False
-    _MEMO[key] = stats
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
     return stats
 
 
