@@ -158,7 +158,10 @@ def verdict(cells: pd.DataFrame, health: pd.DataFrame | None = None) -> str:
                      f"on {both.loc[diff.idxmin(), 'ood']} ({diff.min():+.1f})")
     if health is not None and len(health):
         chosen = health[health["chosen"]]
-        parts.append("repairs at the chosen settings: " + ", ".join(
+        # The health rows may come from a seeded subset of ID test (eval.n_health): say how many images.
+        n_id = chosen["n_id"].dropna() if "n_id" in chosen else pd.Series(dtype=float)
+        on = f" (on {int(n_id.max())} ID test images)" if len(n_id) else ""
+        parts.append(f"repairs at the chosen settings{on}: " + ", ".join(
             f"{r.method} ID LPIPS {r.repair_distance_id:.3f}, specificity {r.specificity:.2f}"
             for r in chosen.itertuples()))
     return "; ".join(parts)

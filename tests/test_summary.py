@@ -71,6 +71,8 @@ def test_verdict_compares_our_srood_cells_with_the_papers_and_names_the_worst(tm
     assert "1 cells of ours" in line and "mean -11.2 points" in line and "0 within 2 points" in line
     assert "worst SR-OOD_SR on texture (-11.2)" in line and "specificity 0.70" in line and "0.10" not in line
     assert summary.verdict(summary.labelled_cells(summary.load_results(tmp_path), "II")) == "no cells of ours yet"
+    health["n_id"] = 250
+    assert "repairs at the chosen settings (on 250 ID test images): SR-OOD_SR" in summary.verdict(cells, health)
 
 
 def test_paper_vs_ours_figure_is_written_only_when_there_is_something_to_draw(tmp_path):
