@@ -200,10 +200,7 @@ class SROOD:
         from srood_lib.progress import tqdm
 
         cfg = self.config
-        pick = np.asarray(val_images[:cfg["selection_images"]])
-        outliers = synthetic_outliers(pick, cfg["synthetic_outliers"], seed=cfg["seed"])
-        for name, imgs in (validation_ood or {}).items():
-            outliers[f"real:{name}"] = np.asarray(imgs[:len(pick)])
+        pick, outliers = self.validation_sets(val_images, validation_ood)
         nets = candidates(cfg["lpips_net"])
         rows = []
         settings = list(product(cfg["candidate_erosions"], candidates(cfg["mix_from_layer"])))
@@ -238,6 +235,17 @@ class SROOD:
         self.lpips_net = str(chosen["lpips_net"])
         self.threshold = threshold_at_id_acceptance(self.score(val_images), cfg["id_acceptance"])
         return self.erosion_name
+
+    def validation_sets(self, val_images: np.ndarray, validation_ood: dict[str, np.ndarray] | None = None
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The selection protocol's images: the first ``selection_images`` held-out ID images and, per kind, as
+        many outliers (synthetic ones made from them, then ``real:<name>`` for each validation-only OOD set)."""
+        cfg = self.config
+        pick = np.asarray(val_images[:cfg["selection_images"]])
+        outliers = synthetic_outliers(pick, cfg["synthetic_outliers"], seed=cfg["seed"])
+        for name, imgs in (validation_ood or {}).items():
+            outliers[f"real:{name}"] = np.asarray(imgs[:len(pick)])
+        return pick, outliers
 
     def settings(self) -> str:
         """The chosen test-time settings in one line (results notes, figure titles)."""

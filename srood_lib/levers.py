@@ -5,9 +5,13 @@ the faithful SR-OOD rows, never instead of them.
   image with a robust summary, as LMD scores several masks per image), at the detector's mixing layer and backbone;
 - ``zscore_l2_lpips``: z(L2) + z(LPIPS) of the repair at the chosen setting, each distance z-scored with the mean
   and standard deviation of held-out ID validation images (a distance combination fixed on ID data only, in the
-  spirit of DDPM-OOD's combined reconstruction metrics).
+  spirit of DDPM-OOD's combined reconstruction metrics);
+- ``rescaled_lpips``: LPIPS on the input and its repair both upsampled xs (bilinear) before the backbone
+  (``scoring_levers.lpips_scales``). The backbones were trained on 224-px images, and at 32 px their deepest
+  LPIPS layers are 1x1 to 2x2 maps. The backbone and s are chosen by the detector's own validation protocol
+  (held-out ID vs. its outliers) at its T* and k, so the repairs are the faithful row's.
 
-Both use only ID data to set anything; neither retrains the repair network.
+None looks at a test OOD set or retrains the repair network.
 
 Levers that *retrain* it (``trained_levers`` in ``configs/method.yaml``, notebook 09) are config overrides of the
 experiment: ``trained_lever_config`` applies one, and the lever's network gets its own weights key, so the faithful
@@ -17,26 +21,43 @@ the encoder gives one code for every layer (W, not the paper's W+), so a repair 
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from srood_lib.config import apply_overrides
+from srood_lib.detector import candidates
+from srood_lib.metrics import auroc
+from srood_lib.perceptual import scaled_net
 
 LEVERS = {
     "median_erosions": "median of S over all candidate erosions",
     "zscore_l2_lpips": "z(L2) + z(LPIPS), z-scored on held-out ID",
+    "rescaled_lpips": "LPIPS on input and repair upsampled, scale and backbone chosen on validation",
 }
+
+
+class MedianOverErosions:
+    """Median over the variant's candidate erosions of S(x) (chosen k and backbone)."""
+    note = ""
+
+    def __init__(self, detector):
+        self.detector = detector
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        per = [self.detector.score(images, erosion=name) for name in self.detector.config["candidate_erosions"]]
+        return np.median(np.stack(per), axis=0)
 
 
 def median_over_erosions(detector, images: np.ndarray) -> np.ndarray:
     """Median over the variant's candidate erosions of S(x) (chosen k and backbone)."""
-    per = [detector.score(images, erosion=name) for name in detector.config["candidate_erosions"]]
-    return np.median(np.stack(per), axis=0)
+    return MedianOverErosions(detector).score(images)
 
 
 class ZScoredL2LPIPS:
     """z(L2) + z(LPIPS) with the moments of ID validation scores (fitted once, then applied to any set)."""
+    note = ""
 
     def __init__(self, detector, val_images: np.ndarray):
         self.detector = detector
@@ -51,11 +72,48 @@ class ZScoredL2LPIPS:
         return sum((raw[m] - mu) / sd for m, (mu, sd) in self.moments.items())
 
 
-def lever_scores(detector, sets: Mapping[str, np.ndarray], val_images: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """``{lever: {set name: scores}}`` for every lever of :data:`LEVERS`."""
-    z = ZScoredL2LPIPS(detector, val_images)
-    return {"median_erosions": {name: median_over_erosions(detector, imgs) for name, imgs in sets.items()},
-            "zscore_l2_lpips": {name: z.score(imgs) for name, imgs in sets.items()}}
+class RescaledLPIPS:
+    """S(x) with LPIPS on x and its repair upsampled xs first; (backbone, s) chosen by the detector's validation
+    protocol at its own T* and k: the highest mean AUROC of held-out ID vs. its outliers. ``selection`` keeps every
+    candidate's AUROCs (×100)."""
+
+    def __init__(self, detector, val_images: np.ndarray, validation_ood: Mapping[str, np.ndarray] | None,
+                 scales: Sequence[int]):
+        self.detector = detector
+        pick, outliers = detector.validation_sets(val_images, dict(validation_ood or {}))
+        nets = [scaled_net(n, s) for s in scales for n in candidates(detector.config["lpips_net"])]
+        s_val = detector.score_nets(pick, nets)
+        s_out = {kind: detector.score_nets(imgs, nets) for kind, imgs in outliers.items()}
+        rows = [{"lpips_net": n, **{kind: 100 * auroc(s_val[n], s_out[kind][n]) for kind in outliers}} for n in nets]
+        table = pd.DataFrame(rows)
+        table["mean"] = table[list(outliers)].mean(axis=1)
+        table["chosen"] = table.index == table["mean"].idxmax()
+        self.selection = table
+        self.lpips_net = str(table.loc[table["chosen"], "lpips_net"].iloc[0])
+        native = table[table["lpips_net"] == detector.lpips_net]["mean"]
+        self.note = (f"lever: lpips={self.lpips_net}, validation mean {table['mean'].max():.2f}"
+                     + (f" (lpips={detector.lpips_net}: {native.iloc[0]:.2f})" if len(native) else ""))
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        return self.detector.score(images, lpips_net=self.lpips_net)
+
+
+def fit_levers(detector, val_images: np.ndarray, validation_ood: Mapping[str, np.ndarray] | None = None,
+               lpips_scales: Sequence[int] = (1,)) -> dict:
+    """Every lever of :data:`LEVERS` for ``detector``, set on ID validation images (and, for the backbone and scale,
+    the detector's own validation outliers). ``rescaled_lpips`` only when a scale other than 1 is asked."""
+    out = {"median_erosions": MedianOverErosions(detector), "zscore_l2_lpips": ZScoredL2LPIPS(detector, val_images)}
+    if any(int(s) != 1 for s in lpips_scales):
+        out["rescaled_lpips"] = RescaledLPIPS(detector, val_images, validation_ood, lpips_scales)
+    return out
+
+
+def lever_scores(detector, sets: Mapping[str, np.ndarray], val_images: np.ndarray,
+                 validation_ood: Mapping[str, np.ndarray] | None = None,
+                 lpips_scales: Sequence[int] = (1,)) -> dict[str, dict[str, np.ndarray]]:
+    """``{lever: {set name: scores}}`` for every lever ``fit_levers`` gives."""
+    fitted = fit_levers(detector, val_images, validation_ood, lpips_scales)
+    return {name: {set_name: lever.score(imgs) for set_name, imgs in sets.items()} for name, lever in fitted.items()}
 
 
 # ------------------------------------------------------------------------------------ levers that retrain

@@ -33,7 +33,27 @@ PAPER_LPIPS_NET = "alex"
 # Smallest height/width each backbone's pooling stack accepts (found by trying; smaller raises inside torch).
 MIN_LPIPS_SIZE = {"alex": 31, "vgg": 16}
 
+# A scoring backbone may name an input scale: "vgg@x2" is LPIPS-VGG on both images bilinearly upsampled x2 first
+# (BEYOND THE PAPER, a scoring lever of srood_lib.levers). The backbones were trained on 224-px images; at 32 px
+# their deepest LPIPS layers are 1x1 to 2x2 maps.
+SCALE_MARK = "@x"
+
 _MODELS: dict[tuple[str, str], lpips.LPIPS] = {}
+
+
+def split_net(net: str) -> tuple[str, int]:
+    """``"vgg@x2"`` -> ``("vgg", 2)``; a plain backbone name has scale 1."""
+    base, mark, scale = str(net).partition(SCALE_MARK)
+    if not mark:
+        return base, 1
+    if not scale.isdigit() or int(scale) < 1:
+        raise ValueError(f"bad LPIPS backbone {net!r}: write the input scale as a whole number, e.g. 'vgg@x2'")
+    return base, int(scale)
+
+
+def scaled_net(net: str, scale: int) -> str:
+    """The backbone name that scores at ``scale`` (``scaled_net("vgg", 2) == "vgg@x2"``; scale 1: ``net``)."""
+    return net if int(scale) == 1 else f"{net}{SCALE_MARK}{int(scale)}"
 
 
 def build_lpips(net: str = "alex") -> lpips.LPIPS:
@@ -96,6 +116,7 @@ def get_lpips(net: str = "alex", device=None) -> lpips.LPIPS:
 
     The model is shared: use it, but do not register it as a submodule of a model you train or save.
     """
+    net = split_net(net)[0]  # the input scale is applied by lpips_features, not by the model
     device = torch.device(device if device is not None else "cpu")
     if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" must share one cached copy
         device = torch.device("cuda", torch.cuda.current_device())
@@ -130,8 +151,10 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: str = "alex") -> torch
 
 
 def _check_lpips_size(x: torch.Tensor, net: str) -> None:
-    if min(x.shape[-2:]) < MIN_LPIPS_SIZE[backbone_spec(net).net]:
-        raise ValueError(f"LPIPS-{net} needs images of at least {MIN_LPIPS_SIZE[net]}x{MIN_LPIPS_SIZE[net]} pixels, "
+    base, scale = split_net(net)
+    need = MIN_LPIPS_SIZE[backbone_spec(base).net]
+    if min(x.shape[-2:]) * scale < need:
+        raise ValueError(f"LPIPS-{net} needs images of at least {need}x{need} pixels after its x{scale} scale, "
                          f"got {tuple(x.shape[-2:])}; upsample first")
 
 
@@ -143,7 +166,11 @@ def lpips_features(x: torch.Tensor, net: str = "alex") -> list[torch.Tensor]:
     model = get_lpips(net, x.device)
     if model.training:  # a parent module's .train() would otherwise switch on lpips's dropout
         model.eval()
-    return [unit_normalize(f) for f in model.net(model.scaling_layer(x.float()))]
+    scale = split_net(net)[1]
+    x = x.float()
+    if scale > 1:
+        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    return [unit_normalize(f) for f in model.net(model.scaling_layer(x))]
 
 
 def lpips_from_features(feats_x: list[torch.Tensor], feats_y: list[torch.Tensor], net: str = "alex") -> torch.Tensor:

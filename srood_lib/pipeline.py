@@ -468,16 +468,18 @@ def lever_rows(cfg: dict, det: SROOD, train: ImageSet, id_set: ImageSet,
     """Rows of the scoring levers BEYOND THE PAPER (``srood_lib.levers``) for one trained detector, each method
     named "<SR-OOD variant> + <lever> (beyond the paper)"; the faithful row stays the variant's own."""
     from srood_lib.detector import split_validation
-    from srood_lib.levers import LEVERS, lever_scores
+    from srood_lib.levers import LEVERS, fit_levers
 
     _, val = split_validation(train.images, cfg["data"]["n_val"], cfg["seed"])
+    levers = fit_levers(det, val, validation_ood_sets(cfg), cfg["scoring_levers"]["lpips_scales"])
     sets = {"id": id_set.images, **{name: s.images for name, s in ood.items()}}
-    scores = lever_scores(det, sets, val)
-    frames = []
-    for lever, per_set in scores.items():
-        method = f"{VARIANT_METHODS[det.config['variant']]} + {LEVERS[lever]} (beyond the paper)"
-        s_ood = {name: v for name, v in per_set.items() if name != "id"}
-        frames.append(evaluate(cfg, table_of(cfg), method, per_set["id"], s_ood, id_set, ood, note=det.settings()))
+    scores, frames = {}, []
+    for name, lever in levers.items():
+        per_set = scores[name] = {set_name: lever.score(images) for set_name, images in sets.items()}
+        method = f"{VARIANT_METHODS[det.config['variant']]} + {LEVERS[name]} (beyond the paper)"
+        s_ood = {set_name: v for set_name, v in per_set.items() if set_name != "id"}
+        note = "; ".join(filter(None, [det.settings(), lever.note]))
+        frames.append(evaluate(cfg, table_of(cfg), method, per_set["id"], s_ood, id_set, ood, note=note))
     return pd.concat(frames, ignore_index=True), scores
 
 

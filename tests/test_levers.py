@@ -32,9 +32,42 @@ def test_zscore_is_zero_mean_on_the_validation_images_and_keeps_the_order():
     assert far > z.score(val).max()
 
 
+class FakeScaledDetector(FakeDetector):
+    """Validation ID images score 0 under every backbone; outliers score 1 under "vgg@x2" only (and vgg@x4 half
+    of them), so the lever must choose vgg@x2; under the native backbone everything ties."""
+    config = {**FakeDetector.config, "lpips_net": ["alex", "vgg"]}
+    lpips_net = "vgg"
+
+    def validation_sets(self, val_images, validation_ood=None):
+        assert validation_ood == {"real": "images"}  # handed through to the protocol
+        return val_images, {"noise": val_images + 100, "flip": val_images + 100}
+
+    def score_nets(self, images, nets, **kw):
+        outlier = (images[:, 0, 0, 0] >= 100).astype(float)
+        return {n: outlier * {"vgg@x2": 1.0, "vgg@x4": np.arange(len(images)) % 2}.get(n, 0.0) for n in nets}
+
+    def score(self, images, erosion=None, metric="lpips", lpips_net=None):
+        if lpips_net is not None:
+            return self.score_nets(images, [lpips_net])[lpips_net] + 7.0
+        return super().score(images, erosion, metric)
+
+
+def test_the_rescaled_lever_takes_the_backbone_and_scale_that_validation_prefers():
+    det, val = FakeScaledDetector(), _images([1, 5, 9, 13])
+    lever = levers.RescaledLPIPS(det, val, {"real": "images"}, scales=[1, 2, 4])
+    assert list(lever.selection["lpips_net"]) == ["alex", "vgg", "alex@x2", "vgg@x2", "alex@x4", "vgg@x4"]
+    assert lever.lpips_net == "vgg@x2" and lever.selection.set_index("lpips_net")["chosen"].sum() == 1
+    assert lever.selection.set_index("lpips_net").loc["vgg@x2", "mean"] == 100.0
+    assert lever.note == "lever: lpips=vgg@x2, validation mean 100.00 (lpips=vgg: 50.00)"
+    assert np.array_equal(lever.score(_images([3, 150])), [7.0, 8.0])  # the detector's score under the choice
+
+
 def test_lever_scores_gives_every_lever_for_every_set():
-    out = levers.lever_scores(FakeDetector(), {"id": _images([1, 2]), "ood": _images([200])}, _images([1, 5, 9]))
-    assert set(out) == set(levers.LEVERS) and all(set(v) == {"id", "ood"} for v in out.values())
+    sets = {"id": _images([1, 2]), "ood": _images([200])}
+    out = levers.lever_scores(FakeDetector(), sets, _images([1, 5, 9]))
+    assert set(out) == set(levers.LEVERS) - {"rescaled_lpips"} and all(set(v) == {"id", "ood"} for v in out.values())
+    out = levers.lever_scores(FakeScaledDetector(), sets, _images([1, 5, 9]), {"real": "images"}, lpips_scales=[1, 2])
+    assert set(out) == set(levers.LEVERS) and np.array_equal(out["rescaled_lpips"]["ood"], [8.0])
 
 
 # ------------------------------------------------------------------------------------ levers that retrain

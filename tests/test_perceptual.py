@@ -212,6 +212,30 @@ def test_input_validation(real_weights):
     assert distance(x[..., :16, :16], x[..., :16, :16], "lpips", "vgg").shape == (2,)
 
 
+def test_a_scaled_backbone_is_lpips_of_the_upsampled_images(real_weights, batch):
+    x, y = batch
+    up = [F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False) for t in (x, y)]
+    for net in ("alex", "vgg"):
+        scaled = distance(x, y, "lpips", f"{net}@x2")
+        torch.testing.assert_close(scaled, distance(*up, "lpips", net))
+        assert not torch.allclose(scaled, distance(x, y, "lpips", net))  # the scale changes the number
+        pair = perceptual.pairwise_lpips(x, y, f"{net}@x2")
+        torch.testing.assert_close(pair.diagonal().float(), scaled, rtol=1e-4, atol=1e-5)
+    assert perceptual.get_lpips("vgg@x4") is perceptual.get_lpips("vgg")  # one model per backbone, any scale
+    # the size rule counts the scale: 16 px is too small for AlexNet, but not once it is doubled
+    assert distance(x[..., :16, :16], y[..., :16, :16], "lpips", "alex@x2").shape == (3,)
+    with pytest.raises(ValueError, match="at least 31x31 pixels after its x1 scale"):
+        distance(x[..., :16, :16], y[..., :16, :16], "lpips", "alex")
+
+
+def test_scaled_backbone_names():
+    assert perceptual.split_net("vgg") == ("vgg", 1) and perceptual.split_net("alex@x4") == ("alex", 4)
+    assert perceptual.scaled_net("vgg", 2) == "vgg@x2" and perceptual.scaled_net("alex", 1) == "alex"
+    for bad in ("vgg@x", "vgg@x0", "vgg@x1.5"):
+        with pytest.raises(ValueError, match="e.g. 'vgg@x2'"):
+            perceptual.split_net(bad)
+
+
 # ---------------------------------------------------------------------------------------------- provisioning
 
 

@@ -5,12 +5,12 @@ import pandas as pd
 from srood_lib.data import ImageSet, data_hash, subsample
 from srood_lib.detector import mixing_sweep
 from srood_lib.health import health_table
-from srood_lib.levers import lever_scores
+from srood_lib.levers import LEVERS, lever_scores
 from srood_lib.metrics import auroc as auroc_of
 from srood_lib.models.psp import RepairNetwork
 from srood_lib.pipeline import (JPEG_NOTE, JPEG_SUBSET_NOTE, analyses_score_plan, health_score_plan, health_sets,
-                                jpeg_control_sets, jpeg_control_table, merge_score_jobs, oracle_erosions,
-                                own_setting_plan, prefetch_analyses_scores, prefetch_table_scores, score_variants)
+                                jpeg_control_sets, jpeg_control_table, lever_rows, merge_score_jobs,
+                                oracle_erosions, own_setting_plan, prefetch_analyses_scores, prefetch_table_scores, score_variants)
 
 from test_detector import fitted, smooth_images  # noqa: F401  (fitted: a module-scoped fixture)
 
@@ -125,3 +125,20 @@ def test_merged_score_jobs_pass_over_one_image_array_once(fitted):  # noqa: F811
     assert plan[(t_star, k_star)] == list(dict.fromkeys([*own[(t_star, k_star)], *health[(t_star, k_star)]]))
     assert set(plan) == set(own) | set(health)
     assert merged[1][1][0][1] == own
+
+
+def test_lever_rows_label_each_lever_and_say_what_validation_chose(fitted):  # noqa: F811
+    cfg = {**CFG, "data": {"id": "smooth", "ood": ["far"], "n_val": 8}, "scoring_levers": {"lpips_scales": [1, 2]},
+           "detector": {**CFG["detector"], "validation_ood": []}}
+    train, id_set = image_set(smooth_images(24, 11), "smooth"), image_set(smooth_images(10, 12), "smooth_test")
+    ood = {"far": image_set(np.random.default_rng(4).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), "far")}
+    rows, scores = lever_rows(cfg, fitted, train, id_set, ood)
+    assert set(rows["method"]) == {f"SR-OOD_SR + {label} (beyond the paper)" for label in LEVERS.values()}
+    rescaled = rows[rows["method"].str.contains("upsampled") & (rows["metric"] == "auroc")]
+    note = rescaled["note"].iloc[0]
+    assert note.startswith(fitted.settings() + "; lever: lpips=")
+    chosen = note.split("lever: lpips=")[1].split(",")[0]
+    assert chosen in {"alex", "vgg", "alex@x2", "vgg@x2"}
+    assert np.array_equal(scores["rescaled_lpips"]["far"], fitted.score(ood["far"].images, lpips_net=chosen))
+    assert rescaled["value"].iloc[0] == round(100 * auroc_of(scores["rescaled_lpips"]["id"],
+                                                             scores["rescaled_lpips"]["far"]), 2)
