@@ -6,6 +6,10 @@ re-run baseline with SR-OOD_SR last (``baselines.csv``). AUROC x 100; the paper'
 prints one (``srood_lib/paper_results.csv``); SR-OOD_SR with its 95 % bootstrap CI in the first table.
 
     .venv/bin/python scripts/readme_tables.py results/quick
+    .venv/bin/python scripts/readme_tables.py results/quick --levers   # 03_analyses' scoring levers instead
+
+With ``--levers``: per ID set the faithful SR-OOD_SR row and each scoring lever beyond the paper
+(``table_levers.csv``), all with their CIs, then each lever's note (its setting and what validation chose).
 """
 from __future__ import annotations
 
@@ -53,12 +57,31 @@ def markdown(rows: pd.DataFrame, columns: list[str], paper: dict, title: str, ci
     return "\n".join(out)
 
 
+def print_levers(rows: pd.DataFrame) -> None:
+    for id_set, (table, title) in TABLE_OF.items():
+        sr = rows[(rows["file"] == f"{id_set}/table.csv") & (rows["method"] == "SR-OOD_SR")]
+        levers = rows[rows["file"] == f"{id_set}/table_levers.csv"]
+        if sr.empty or levers.empty:
+            continue
+        both = pd.concat([sr, levers])
+        columns = list(dict.fromkeys(sr["ood"]))
+        print(f"<!-- {id_set}: n_id {int(both['n_id'].max())}, commits {sorted(set(both['commit'].astype(str)))} -->")
+        print(markdown(both, columns, {}, f"{title} as ID (Table {table})", set(both["method"])))
+        for method, note in both.drop_duplicates("method")[["method", "note"]].itertuples(index=False):
+            print(f"<!-- {method}: {note} -->")
+        print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path)
+    parser.add_argument("--levers", action="store_true", help="the scoring levers of 03_analyses instead")
     args = parser.parse_args()
     rows = load_results(args.results)
     rows = rows[(rows["metric"] == "auroc") & rows["value"].notna() & (rows["setting"] == "")]
+    if args.levers:
+        print_levers(rows)
+        return
     paper_rows = paper_results()
     for id_set, (table, title) in TABLE_OF.items():
         mine = rows[rows["file"].isin([f"{id_set}/{f}" for f in ("table.csv", "table_controls.csv", "baselines.csv")])]

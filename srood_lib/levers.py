@@ -30,6 +30,7 @@ from srood_lib.config import apply_overrides
 from srood_lib.detector import candidates
 from srood_lib.metrics import auroc
 from srood_lib.perceptual import scaled_net
+from srood_lib.progress import tqdm
 
 LEVERS = {
     "median_erosions": "median of S over all candidate erosions",
@@ -82,8 +83,10 @@ class RescaledLPIPS:
         self.detector = detector
         pick, outliers = detector.validation_sets(val_images, dict(validation_ood or {}))
         nets = [scaled_net(n, s) for s in scales for n in candidates(detector.config["lpips_net"])]
-        s_val = detector.score_nets(pick, nets)
-        s_out = {kind: detector.score_nets(imgs, nets) for kind, imgs in outliers.items()}
+        sets = tqdm([pick, *outliers.values()], unit="image set",
+                    desc=f"choosing the LPIPS scale and backbone ({len(nets)} candidates)")
+        s_val, *scored = [detector.score_nets(images, nets) for images in sets]
+        s_out = dict(zip(outliers, scored))
         rows = [{"lpips_net": n, **{kind: 100 * auroc(s_val[n], s_out[kind][n]) for kind in outliers}} for n in nets]
         table = pd.DataFrame(rows)
         table["mean"] = table[list(outliers)].mean(axis=1)

@@ -469,12 +469,13 @@ def lever_rows(cfg: dict, det: SROOD, train: ImageSet, id_set: ImageSet,
     named "<SR-OOD variant> + <lever> (beyond the paper)"; the faithful row stays the variant's own."""
     from srood_lib.detector import split_validation
     from srood_lib.levers import LEVERS, fit_levers
+    from srood_lib.progress import tqdm
 
     _, val = split_validation(train.images, cfg["data"]["n_val"], cfg["seed"])
     levers = fit_levers(det, val, validation_ood_sets(cfg), cfg["scoring_levers"]["lpips_scales"])
     sets = {"id": id_set.images, **{name: s.images for name, s in ood.items()}}
     scores, frames = {}, []
-    for name, lever in levers.items():
+    for name, lever in tqdm(levers.items(), desc=f"scoring {len(sets)} test sets with each lever", unit="lever"):
         per_set = scores[name] = {set_name: lever.score(images) for set_name, images in sets.items()}
         method = f"{VARIANT_METHODS[det.config['variant']]} + {LEVERS[name]} (beyond the paper)"
         s_ood = {set_name: v for set_name, v in per_set.items() if set_name != "id"}
