@@ -74,9 +74,9 @@ class ZScoredL2LPIPS:
 
 
 class RescaledLPIPS:
-    """S(x) with LPIPS on x and its repair upsampled xs first; (backbone, s) chosen by the detector's validation
-    protocol at its own T* and k: the highest mean AUROC of held-out ID vs. its outliers. ``selection`` keeps every
-    candidate's AUROCs (×100)."""
+    """S(x) as LPIPS on x and its repair upsampled xs first (whatever the detector's own distance); (backbone, s)
+    chosen by the detector's validation protocol at its own T* and k: the highest mean AUROC of held-out ID vs. its
+    outliers. ``selection`` keeps every candidate's AUROCs (×100)."""
 
     def __init__(self, detector, val_images: np.ndarray, validation_ood: Mapping[str, np.ndarray] | None,
                  scales: Sequence[int]):
@@ -85,7 +85,7 @@ class RescaledLPIPS:
         nets = [scaled_net(n, s) for s in scales for n in candidates(detector.config["lpips_net"])]
         sets = tqdm([pick, *outliers.values()], unit="image set",
                     desc=f"choosing the LPIPS scale and backbone ({len(nets)} candidates)")
-        s_val, *scored = [detector.score_nets(images, nets) for images in sets]
+        s_val, *scored = [detector.score_nets(images, nets, metric="lpips") for images in sets]
         s_out = dict(zip(outliers, scored))
         rows = [{"lpips_net": n, **{kind: 100 * auroc(s_val[n], s_out[kind][n]) for kind in outliers}} for n in nets]
         table = pd.DataFrame(rows)
@@ -98,7 +98,7 @@ class RescaledLPIPS:
                      + (f" (lpips={detector.lpips_net}: {native.iloc[0]:.2f})" if len(native) else ""))
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        return self.detector.score(images, lpips_net=self.lpips_net)
+        return self.detector.score(images, metric="lpips", lpips_net=self.lpips_net)
 
 
 def fit_levers(detector, val_images: np.ndarray, validation_ood: Mapping[str, np.ndarray] | None = None,
