@@ -29,7 +29,7 @@ from srood_lib.metrics import auroc, predict_ood, threshold_at_id_acceptance
 from srood_lib.models.psp import PSPEncoder, RepairNetwork, mix_label, mix_with_mean
 from srood_lib.models.stylegan2 import Generator
 from srood_lib.outliers import synthetic_outliers
-from srood_lib.perceptual import distance, lpips_features, lpips_from_features
+from srood_lib.perceptual import distance, lpips_features, lpips_from_features, split_net
 from srood_lib.data import to_uint8
 from srood_lib.data.cache import sha256_file
 from srood_lib.runtime import (atomic_torch_save, compact_state, expand_state, resolve_device, safe_torch_load,
@@ -127,6 +127,11 @@ def detector_config(profile_cfg: dict, variant: str) -> dict:
     if variant not in repair["variants"]:
         raise KeyError(f"unknown SR-OOD variant {variant!r}; the profile defines {sorted(repair['variants'])}")
     var = repair["variants"][variant]
+    for key, value in (("detector.lpips_net", det["lpips_net"]),
+                       ("repair.train.lpips_net", repair["train"]["lpips_net"])):
+        if any(split_net(n)[1] != 1 for n in candidates(value)):
+            raise ValueError(f"{key} = {value!r}: a scaled LPIPS backbone is a lever beyond the paper "
+                             f"(scoring_levers.lpips_scales), not a setting of the method; use alex or vgg")
     return {"variant": variant, "seed": profile_cfg["seed"], "device": profile_cfg["device"],
             "encoder": repair["encoder"], "train": repair["train"],
             "train_erosions": var["train_erosions"], "candidate_erosions": var["candidate_erosions"],

@@ -116,7 +116,9 @@ def get_lpips(net: str = "alex", device=None) -> lpips.LPIPS:
 
     The model is shared: use it, but do not register it as a submodule of a model you train or save.
     """
-    net = split_net(net)[0]  # the input scale is applied by lpips_features, not by the model
+    if split_net(net)[1] != 1:
+        raise ValueError(f"get_lpips takes a backbone ('alex' or 'vgg'), got {net!r}: the input scale of a scaled "
+                         f"name is applied by lpips_features / lpips_distance")
     device = torch.device(device if device is not None else "cpu")
     if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" must share one cached copy
         device = torch.device("cuda", torch.cuda.current_device())
@@ -163,10 +165,10 @@ def lpips_features(x: torch.Tensor, net: str = "alex") -> list[torch.Tensor]:
 
     Features of images scored against several others (an input against its repairs under many settings) can be
     computed once and passed to ``lpips_from_features``; the result is the same as ``lpips_distance``'s."""
-    model = get_lpips(net, x.device)
+    base, scale = split_net(net)
+    model = get_lpips(base, x.device)
     if model.training:  # a parent module's .train() would otherwise switch on lpips's dropout
         model.eval()
-    scale = split_net(net)[1]
     x = x.float()
     if scale > 1:
         x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -175,7 +177,7 @@ def lpips_features(x: torch.Tensor, net: str = "alex") -> list[torch.Tensor]:
 
 def lpips_from_features(feats_x: list[torch.Tensor], feats_y: list[torch.Tensor], net: str = "alex") -> torch.Tensor:
     """Per-sample LPIPS from two images' ``lpips_features``."""
-    model = get_lpips(net, feats_x[0].device)
+    model = get_lpips(split_net(net)[0], feats_x[0].device)
     total = 0
     for lin, fx, fy in zip(model.lins, feats_x, feats_y):
         total = total + lin((fx - fy).pow(2)).mean(dim=(2, 3))  # 1x1 conv to one channel, then the spatial average
@@ -197,7 +199,7 @@ def pairwise_lpips(x: torch.Tensor, y: torch.Tensor, net: str = "alex", batch: i
         raise ValueError(f"x and y must hold images of one shape on one device, got {tuple(x.shape[1:])} on "
                          f"{x.device} and {tuple(y.shape[1:])} on {y.device}")
     _check_lpips_size(x, net)
-    model = get_lpips(net, x.device)
+    model = get_lpips(split_net(net)[0], x.device)
     weights = []
     for lin in model.lins:
         conv = [m for m in lin.modules() if isinstance(m, torch.nn.Conv2d)]

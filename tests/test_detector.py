@@ -227,3 +227,14 @@ def test_prefetch_scores_every_asked_metric_from_one_repair_and_later_calls_read
     assert decodes == [] or len(decodes) == 2  # the last line's fitted setting was not prefetched: one pass
     prefetch_scores([(fitted, asks)], imgs)  # asked again: nothing to do
     assert len(decodes) <= 2
+
+
+def test_a_scaled_lpips_backbone_is_refused_as_a_setting_of_the_method():
+    from srood_lib.config import apply_overrides, load_config
+    from srood_lib.detector import detector_config
+
+    cfg = load_config("smoke")
+    assert detector_config(cfg, "sr")["lpips_net"] == cfg["detector"]["lpips_net"]
+    for key in ("detector.lpips_net=[alex,vgg@x4]", "repair.train.lpips_net=alex@x2"):
+        with pytest.raises(ValueError, match="a lever beyond the paper"):
+            detector_config(apply_overrides(cfg, [key]), "sr")

@@ -42,13 +42,14 @@ class FakeScaledDetector(FakeDetector):
         assert validation_ood == {"real": "images"}  # handed through to the protocol
         return val_images, {"noise": val_images + 100, "flip": val_images + 100}
 
-    def score_nets(self, images, nets, **kw):
+    def score_nets(self, images, nets, metric=None, **kw):
+        assert metric == "lpips"  # the lever compares LPIPS backbones, whatever the detector's own distance
         outlier = (images[:, 0, 0, 0] >= 100).astype(float)
         return {n: outlier * {"vgg@x2": 1.0, "vgg@x4": np.arange(len(images)) % 2}.get(n, 0.0) for n in nets}
 
     def score(self, images, erosion=None, metric="lpips", lpips_net=None):
         if lpips_net is not None:
-            return self.score_nets(images, [lpips_net])[lpips_net] + 7.0
+            return self.score_nets(images, [lpips_net], metric=metric)[lpips_net] + 7.0
         return super().score(images, erosion, metric)
 
 

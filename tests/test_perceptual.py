@@ -221,7 +221,8 @@ def test_a_scaled_backbone_is_lpips_of_the_upsampled_images(real_weights, batch)
         assert not torch.allclose(scaled, distance(x, y, "lpips", net))  # the scale changes the number
         pair = perceptual.pairwise_lpips(x, y, f"{net}@x2")
         torch.testing.assert_close(pair.diagonal().float(), scaled, rtol=1e-4, atol=1e-5)
-    assert perceptual.get_lpips("vgg@x4") is perceptual.get_lpips("vgg")  # one model per backbone, any scale
+    with pytest.raises(ValueError, match="the input scale of a scaled name is applied by lpips_features"):
+        perceptual.get_lpips("vgg@x4")  # the model never sees a scale, so a caller cannot drop it silently
     # the size rule counts the scale: 16 px is too small for AlexNet, but not once it is doubled
     assert distance(x[..., :16, :16], y[..., :16, :16], "lpips", "alex@x2").shape == (3,)
     with pytest.raises(ValueError, match="at least 31x31 pixels after its x1 scale"):

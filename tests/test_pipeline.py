@@ -1,6 +1,7 @@
 """pipeline: what notebook 03 scores, prefetched in one pass per image set."""
 import numpy as np
 import pandas as pd
+import torch
 
 from srood_lib.data import ImageSet, data_hash, subsample
 from srood_lib.detector import mixing_sweep
@@ -8,6 +9,7 @@ from srood_lib.health import health_table
 from srood_lib.levers import LEVERS, lever_scores
 from srood_lib.metrics import auroc as auroc_of
 from srood_lib.models.psp import RepairNetwork
+from srood_lib.perceptual import distance, split_net
 from srood_lib.pipeline import (JPEG_NOTE, JPEG_SUBSET_NOTE, analyses_score_plan, health_score_plan, health_sets,
                                 jpeg_control_sets, jpeg_control_table, lever_rows, merge_score_jobs,
                                 oracle_erosions, own_setting_plan, prefetch_analyses_scores, prefetch_table_scores, score_variants)
@@ -139,6 +141,12 @@ def test_lever_rows_label_each_lever_and_say_what_validation_chose(fitted):  # n
     assert note.startswith(fitted.settings() + "; lever: lpips=")
     chosen = note.split("lever: lpips=")[1].split(",")[0]
     assert chosen in {"alex", "vgg", "alex@x2", "vgg@x2"}
-    assert np.array_equal(scores["rescaled_lpips"]["far"], fitted.score(ood["far"].images, lpips_net=chosen))
+    # the lever's scores are LPIPS of the upsampled input and repair, computed here without the memo
+    base, scale = split_net(chosen)
+    _, repaired, x = fitted.repair(ood["far"].images)
+    up = [torch.nn.functional.interpolate(t.float(), scale_factor=scale, mode="bilinear", align_corners=False)
+          if scale > 1 else t.float() for t in (x, repaired)]
+    np.testing.assert_allclose(scores["rescaled_lpips"]["far"], distance(*up, "lpips", base).numpy(),
+                               rtol=1e-4, atol=1e-5)
     assert rescaled["value"].iloc[0] == round(100 * auroc_of(scores["rescaled_lpips"]["id"],
                                                              scores["rescaled_lpips"]["far"]), 2)
