@@ -97,6 +97,11 @@ class RescaledLPIPS:
         self.note = (f"lever: lpips={self.lpips_net}, validation mean {table['mean'].max():.2f}"
                      + (f" (lpips={detector.lpips_net}: {native.iloc[0]:.2f})" if len(native) else ""))
 
+    @property
+    def score_plan(self) -> dict:
+        """What ``score`` asks of the detector, as a ``detector.prefetch_scores`` plan (one repair setting)."""
+        return {(self.detector.erosion_name, self.detector.mix_from_layer): [("lpips", self.lpips_net)]}
+
     def score(self, images: np.ndarray) -> np.ndarray:
         return self.detector.score(images, metric="lpips", lpips_net=self.lpips_net)
 

@@ -474,9 +474,10 @@ def lever_rows(cfg: dict, det: SROOD, train: ImageSet, id_set: ImageSet,
     _, val = split_validation(train.images, cfg["data"]["n_val"], cfg["seed"])
     levers = fit_levers(det, val, validation_ood_sets(cfg), cfg["scoring_levers"]["lpips_scales"])
     sets = {"id": id_set.images, **{name: s.images for name, s in ood.items()}}
-    if "rescaled_lpips" in levers:  # the one lever whose repairs are not memoised yet: score it under a bar
-        plan = {(det.erosion_name, det.mix_from_layer): [("lpips", levers["rescaled_lpips"].lpips_net)]}
-        prefetch_sets([(images, [(det, plan)]) for images in sets.values()], "the rescaled-LPIPS lever uses")
+    # a lever that asks for scores the analyses' prefetch did not make says so (score_plan): score it under a bar
+    plans = [(det, lever.score_plan) for lever in levers.values() if hasattr(lever, "score_plan")]
+    if plans:
+        prefetch_sets([(images, plans) for images in sets.values()], "the levers use")
     scores, frames = {}, []
     for name, lever in tqdm(levers.items(), desc=f"scoring {len(sets)} test sets with each lever", unit="lever"):
         per_set = scores[name] = {set_name: lever.score(images) for set_name, images in sets.items()}
