@@ -169,14 +169,29 @@ run_notebook() {  # run_notebook NAME DEST_DIR RESOLVED_CONFIG [papermill args..
     cell="$(grep -o 'Exception encountered at "In \[[0-9]*\]"' "$log" | head -1 | sed 's/.*at //' || true)"
     echo "run_all.sh: notebook $name failed${cell:+ at cell $cell} ($label); executed copy with the" \
          "error: $dest/$name.ipynb, log: $log" >&2
+    render_html
     exit 1
   fi
   rm -f "$log"
-  # The report reads as a page: its HTML leaves the code out (the .ipynb keeps it).
-  local html_args=()
-  [[ "$name" == 99_report ]] && html_args=(--no-input)
-  "$py" -m jupyter nbconvert --to html --log-level WARN "${html_args[@]+"${html_args[@]}"}" "$dest/$name.ipynb" \
-        --output-dir "$dest" >/dev/null
+  executed+=("$dest/$name.ipynb")
+}
+
+# HTML beside each executed notebook, in one nbconvert process for all of them (one per notebook cost ~4 s of
+# start-up each). The report reads as a page: its HTML leaves the code out (the .ipynb keeps it).
+executed=()
+render_html() {
+  local pages=() report=()
+  for nb in "${executed[@]+"${executed[@]}"}"; do
+    if [[ "$(basename "$nb")" == 99_report.ipynb ]]; then report+=("$nb"); else pages+=("$nb"); fi
+  done
+  if [[ ${#pages[@]} -gt 0 ]]; then
+    echo "==> HTML of ${#pages[@]} executed notebook(s)"
+    "$py" -m jupyter nbconvert --to html --log-level WARN "${pages[@]}" >/dev/null
+  fi
+  if [[ ${#report[@]} -gt 0 ]]; then
+    "$py" -m jupyter nbconvert --to html --log-level WARN --no-input "${report[@]}" >/dev/null
+  fi
+  executed=()
 }
 
 wants 00_data && run_notebook 00_data "$out" "$out/config.resolved.yaml"
@@ -189,6 +204,7 @@ for i in "${!experiments[@]}"; do
   done
 done
 wants 99_report && run_notebook 99_report "$out" "$out/config.resolved.yaml"
+render_html
 if [[ -n "$only" && "$only" != 00_data && "$only" != 99_report && $ran_any -eq 0 ]]; then
   echo "run_all.sh: no ID set of this run (${experiments[*]}) has notebook $only (configs/id/*.yaml: notebooks)" >&2
   exit 2

@@ -20,7 +20,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 #: Keys of ``ood_metrics`` that hold a metric value, in reporting order.
 METRIC_NAMES = ("auroc", "aupr_in", "aupr_out", "fpr_at_95tpr")
@@ -57,6 +56,19 @@ def _check_fraction(value: float, what: str) -> float:
     return float(value)
 
 
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``values``, tied values sharing the mean of their ranks (scipy's ``rankdata``, whose import
+    alone cost every notebook a second)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    first = np.flatnonzero(starts_group)                  # 0-based start of each tie group, in sorted order
+    last = np.r_[first[1:], values.size]                  # one past its end
+    ranks = np.empty(values.size)
+    ranks[order] = ((first + 1 + last) / 2.0)[np.cumsum(starts_group) - 1]
+    return ranks
+
+
 def auroc(scores_id, scores_ood) -> float:
     """Area under the ROC curve, OOD positive: P(S_ood > S_id) + 0.5 P(S_ood = S_id).
 
@@ -64,7 +76,7 @@ def auroc(scores_id, scores_ood) -> float:
     ``roc_auc_score`` with OOD labelled 1.
     """
     s_id, s_ood = _two_sides(scores_id, scores_ood)
-    ranks = rankdata(np.concatenate([s_id, s_ood]))  # average ranks: a tie counts one half
+    ranks = _average_ranks(np.concatenate([s_id, s_ood]))  # a tie counts one half
     n_id, n_ood = s_id.size, s_ood.size
     u_ood = ranks[n_id:].sum() - n_ood * (n_ood + 1) / 2.0
     return float(u_ood / (n_id * n_ood))

@@ -15,30 +15,34 @@ from srood_lib.runtime import safe_torch_load
 from srood_lib.train_prior import load_prior, train_prior
 from srood_lib.train_repair import train_repair
 
+# Each launch of torchrun costs ~10 s of imports on 2 cores, so one launch runs several jobs in turn (the process
+# group is initialised once); a job is "what,out,stop,prior". A killed prior (stop > 0) ends its launch.
 DRIVER = textwrap.dedent('''
     import os, sys
-    import numpy as np
-    sys.path.insert(0, sys.argv[5])
+    sys.path.insert(0, sys.argv[1])
     from test_distributed import images, prior_cfg, repair_args
     from srood_lib.train_prior import load_prior, train_prior
     from srood_lib.train_repair import train_repair
-    what, out, stop, prior = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    if what == "prior_grads":
-        import torch
-        from srood_lib.distributed import world
-        from test_distributed import one_step_grads
-        me = world("cpu")
-        grads = one_step_grads(me)
-        if me.main:
-            torch.save(grads, out)
-        me.barrier()
-    elif what == "prior":
-        def kill(step):
-            if step == stop:
-                os._exit(17)  # both processes die after the same step, as a killed job would
-        train_prior(images(), prior_cfg(), out, seed=0, device="cpu", progress=False, callback=kill if stop else None)
-    else:
-        train_repair(images(), load_prior(prior), out_dir=out, stop_after_steps=stop or None, **repair_args())
+    for job in sys.argv[2:]:
+        what, out, stop, prior = job.split(",")
+        stop = int(stop)
+        if what == "prior_grads":
+            import torch
+            from srood_lib.distributed import world
+            from test_distributed import one_step_grads
+            me = world("cpu")
+            grads = one_step_grads(me)
+            if me.main:
+                torch.save(grads, out)
+            me.barrier()
+        elif what == "prior":
+            def kill(step):
+                if step == stop:
+                    os._exit(17)  # both processes die after the same step, as a killed job would
+            train_prior(images(), prior_cfg(), out, seed=0, device="cpu", progress=False,
+                        callback=kill if stop else None)
+        else:
+            train_repair(images(), load_prior(prior), out_dir=out, stop_after_steps=stop or None, **repair_args())
 ''')
 
 # Floating-point sums over two processes differ from one process's in the last bits. The gradients of a step
@@ -86,12 +90,13 @@ def one_step_grads(world):
             if p.grad is not None}
 
 
-def torchrun(tmp_path, what, out, stop=0, prior=""):
+def torchrun(tmp_path, *jobs):
+    """Run ``jobs`` (what, out, stop, prior) in turn in one 2-process torchrun launch (gloo)."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver), what,
-           str(out), str(stop), str(prior), os.path.dirname(__file__)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver),
+           os.path.dirname(__file__), *(",".join(str(part) for part in job) for job in jobs)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -99,6 +104,22 @@ def torchrun(tmp_path, what, out, stop=0, prior=""):
 def single_prior(tmp_path_factory):
     out = tmp_path_factory.mktemp("single_prior")
     return train_prior(images(), prior_cfg(), out, seed=0, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory, single_prior):
+    """Three launches: (1) one step's gradients, a whole prior run and a whole encoder run; (2) an encoder run
+    stopped after step 12 and a prior run killed after step 3; (3) both resumed. Returns the folder, each
+    launch's result and the checkpoint steps the stopped runs left behind."""
+    d = tmp_path_factory.mktemp("ddp")
+    whole = torchrun(d, ("prior_grads", d / "grads.pt", 0, ""), ("prior", d / "prior", 0, ""),
+                     ("repair", d / "repair", 0, single_prior))
+    stopped = torchrun(d, ("repair", d / "repair_stopped", 12, single_prior), ("prior", d / "prior_killed", 3, ""))
+    left = {what: safe_torch_load(d / f"{what}_{how}" / f"{what}.pt")["step"]
+            for what, how in (("prior", "killed"), ("repair", "stopped"))
+            if (d / f"{what}_{how}" / f"{what}.pt").exists()}
+    resumed = torchrun(d, ("prior", d / "prior_killed", 0, ""), ("repair", d / "repair_stopped", 0, single_prior))
+    return {"dir": d, "whole": whole, "stopped": stopped, "resumed": resumed, "left": left}
 
 
 def test_alone_the_world_is_one_process_and_changes_nothing():
@@ -120,49 +141,43 @@ def test_a_process_count_that_would_shrink_the_minibatch_std_groups_is_refused()
         check_mbstd(World(0, 8), 64, 32)
 
 
-def test_two_processes_average_the_gradients_of_one_process_step(tmp_path):
-    run = torchrun(tmp_path, "prior_grads", tmp_path / "grads.pt")
-    assert run.returncode == 0, run.stderr[-2000:]
-    ddp, one = torch.load(tmp_path / "grads.pt"), one_step_grads(World())
-    assert ddp.keys() == one.keys() and len(one) > 20
+def test_two_processes_average_the_gradients_of_one_process_step(ddp):
+    assert ddp["whole"].returncode == 0, ddp["whole"].stderr[-2000:]
+    ddp_grads, one = torch.load(ddp["dir"] / "grads.pt"), one_step_grads(World())
+    assert ddp_grads.keys() == one.keys() and len(one) > 20
     # The generator's per-pixel noise inputs are drawn per process (like DiffAugment's draws); their strengths
     # start at 0, so at step 0 they change nothing but their own gradients.
     exact = [n for n in one if not n.endswith("noise.strength")]
     assert len(exact) > 20
     for name in exact:
-        assert torch.allclose(ddp[name], one[name], rtol=GRAD_RTOL, atol=GRAD_ATOL), name
+        assert torch.allclose(ddp_grads[name], one[name], rtol=GRAD_RTOL, atol=GRAD_ATOL), name
 
 
-def test_two_process_prior_finishes_resumes_and_matches_one_process(tmp_path, single_prior):
-    full = torchrun(tmp_path, "prior", tmp_path / "ddp")
-    assert full.returncode == 0, full.stderr[-2000:]
-    killed = torchrun(tmp_path, "prior", tmp_path / "killed", stop=3)
-    assert killed.returncode != 0                          # died after step 3; its checkpoint is at step 2
-    assert safe_torch_load(tmp_path / "killed" / "prior.pt")["step"] == 2
-    resumed = torchrun(tmp_path, "prior", tmp_path / "killed")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+def test_two_process_prior_finishes_resumes_and_matches_one_process(ddp, single_prior):
+    assert ddp["whole"].returncode == 0, ddp["whole"].stderr[-2000:]
+    stopped = ddp["stopped"]                               # the kill after step 3 ended this launch
+    assert stopped.returncode != 0 and "exitcode: 17" in stopped.stderr, stopped.stderr[-2000:]
+    assert ddp["left"]["prior"] == 2                       # died after step 3; its checkpoint is at step 2
+    assert ddp["resumed"].returncode == 0, ddp["resumed"].stderr[-2000:]
 
-    ddp, again = (safe_torch_load(tmp_path / d / "prior.pt") for d in ("ddp", "killed"))
+    whole, again = (safe_torch_load(ddp["dir"] / d / "prior.pt") for d in ("prior", "prior_killed"))
     one = safe_torch_load(single_prior)
-    assert ddp["step"] == one["step"] == 4 and ddp["nimg"] == one["nimg"] == 128
+    assert whole["step"] == one["step"] == 4 and whole["nimg"] == one["nimg"] == 128
     for name in one["G_ema"]:
-        assert torch.equal(ddp["G_ema"][name], again["G_ema"][name]), name         # exact resume
-    losses = np.array([[row[2], row[3]] for row in ddp["history"]])              # D and G loss per step
+        assert torch.equal(whole["G_ema"][name], again["G_ema"][name]), name       # exact resume
+    losses = np.array([[row[2], row[3]] for row in whole["history"]])            # D and G loss per step
     assert np.allclose(losses, [[row[2], row[3]] for row in one["history"]], rtol=PRIOR_LOSS_RTOL)
 
 
-def test_two_process_encoder_finishes_resumes_and_matches_one_process(tmp_path, single_prior):
+def test_two_process_encoder_finishes_resumes_and_matches_one_process(ddp, single_prior, tmp_path):
     import pandas as pd
 
-    full = torchrun(tmp_path, "repair", tmp_path / "ddp", prior=single_prior)
-    assert full.returncode == 0, full.stderr[-2000:]
-    assert torchrun(tmp_path, "repair", tmp_path / "killed", stop=12, prior=single_prior).returncode == 0
-    assert safe_torch_load(tmp_path / "killed" / "repair.pt")["step"] == 10   # stopped after 12, saved at 10
-    assert torchrun(tmp_path, "repair", tmp_path / "killed", prior=single_prior).returncode == 0
-    ddp, again = (safe_torch_load(tmp_path / d / "repair.pt") for d in ("ddp", "killed"))
-    for name in ddp["net"]:
-        assert torch.equal(ddp["net"][name], again["net"][name]), name             # exact resume
+    assert ddp["whole"].returncode == 0 and ddp["resumed"].returncode == 0, ddp["resumed"].stderr[-2000:]
+    assert ddp["left"]["repair"] == 10                     # stopped after 12, saved at 10
+    whole, again = (safe_torch_load(ddp["dir"] / d / "repair.pt") for d in ("repair", "repair_stopped"))
+    for name in whole["net"]:
+        assert torch.equal(whole["net"][name], again["net"][name]), name           # exact resume
     train_repair(images(), load_prior(single_prior), out_dir=tmp_path / "one", **repair_args())
-    ddp_loss = pd.read_csv(tmp_path / "ddp" / "losses.csv")["loss"].to_numpy()
+    ddp_loss = pd.read_csv(ddp["dir"] / "repair" / "losses.csv")["loss"].to_numpy()
     one_loss = pd.read_csv(tmp_path / "one" / "losses.csv")["loss"].to_numpy()
     assert len(ddp_loss) == len(one_loss) == 2 and np.allclose(ddp_loss, one_loss, rtol=ENCODER_LOSS_RTOL)
