@@ -180,7 +180,7 @@ run_notebook() {  # run_notebook NAME DEST_DIR RESOLVED_CONFIG [papermill args..
 # start-up each). The report reads as a page: its HTML leaves the code out (the .ipynb keeps it).
 executed=()
 render_html() {
-  local pages=() report=()
+  local pages=() report=() nb
   for nb in "${executed[@]+"${executed[@]}"}"; do
     if [[ "$(basename "$nb")" == 99_report.ipynb ]]; then report+=("$nb"); else pages+=("$nb"); fi
   done
