@@ -24,15 +24,14 @@ LAYERS = {
 
 
 def layer_of(module: str) -> int:
-    """Index in LAYERS of the longest name that is ``module`` or a package above it (the package's own
-    ``__init__`` is a foundation: it imports nothing)."""
+    """Index in LAYERS of the name that is ``module`` or a package above it (the package's own ``__init__`` is a
+    foundation: it imports nothing)."""
     if module == "srood_lib":
         return 0
-    best = max(((len(name), i) for i, names in enumerate(LAYERS.values()) for name in names
-                if module == name or module.startswith(name + ".")), default=None)
-    if best is None:
-        raise KeyError(f"{module} is in no layer of tests/test_imports.py (and the README's Layout): place it")
-    return best[1]
+    for i, names in enumerate(LAYERS.values()):
+        if any(module == name or module.startswith(name + ".") for name in names):
+            return i
+    raise KeyError(f"{module} is in no layer of tests/test_imports.py (and the README's Layout): place it")
 
 
 def module_name(path: Path, package: Path) -> str:
@@ -52,9 +51,8 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names if a.name.split(".")[0] == "srood_lib"}
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = here.split(".")[: len(here.split(".")) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
+                if node.level:  # relative: up level - 1 packages from here
+                    target = ".".join([here.rsplit(".", node.level - 1)[0]] + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
                 if target.split(".")[0] == "srood_lib":
@@ -85,15 +83,18 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_srood_lib_has_no_import_cycle():
-    graph = import_graph()
+@pytest.fixture(scope="module")
+def graph():
+    return import_graph()
+
+
+def test_srood_lib_has_no_import_cycle(graph):
     assert len(graph) > 30 and "srood_lib.pipeline" in graph["srood_lib.experiment"]  # the graph is really read
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_every_module_imports_only_its_own_layer_and_those_below():
-    graph = import_graph()
+def test_every_module_imports_only_its_own_layer_and_those_below(graph):
     names = list(LAYERS)
     upward = [f"{m} ({names[layer_of(m)]}) imports {d} ({names[layer_of(d)]})"
               for m, deps in sorted(graph.items()) for d in sorted(deps) if layer_of(d) > layer_of(m)]
