@@ -9,6 +9,10 @@ detector, not sample repairing. Three numbers say which it is:
   inputs; 0 = a repair is as close to any input as to its own (a collapsed network scores ~0);
 - ``ood_id_ratio``: mean OOD repair distance / mean ID repair distance (> 1 is what the method relies on).
 
+A fourth, about the codes rather than the images: ``code_offsets`` says, per style of W+, how far the encoder's
+codes lie from ``w_avg`` compared with the mapping network's own outputs. Styles far outside that range are
+codes the generator never saw in training; they decode to artefacts shared by every repair.
+
 ``passes`` applies the gate ``specificity >= min_specificity`` (``detector.health.min_specificity`` in the
 profile): rows named SR-OOD_* must come from settings that pass it.
 """
@@ -27,6 +31,7 @@ _DEFAULT = object()
 
 
 N_SPECIFICITY = 64  # ID images behind one specificity value: the gate's sample (selection, health tables)
+N_W_SAMPLES = 4096  # mapping-network samples behind the extent of W in code_offsets
 
 
 @torch.no_grad()
@@ -67,6 +72,33 @@ def repair_health(detector, id_images: np.ndarray, ood_sets: Mapping[str, np.nda
         out[f"repair_distance_{name}"] = d
         out[f"ood_id_ratio_{name}"] = d / max(dist_id, 1e-12)
     return out
+
+
+@torch.no_grad()
+def code_offsets(net, eroded: torch.Tensor, quantile: float = 0.99, n_w: int = N_W_SAMPLES,
+                 seed: int = 0) -> pd.DataFrame:
+    """Where a repair network's W+ codes of ``eroded`` (N, 3, R, R) lie against the prior's own W, per style.
+
+    ``net`` is a :class:`srood_lib.models.psp.RepairNetwork`. One row per style ``l``: the median and largest
+    ``|w+_l - w_avg|`` over the images, the same distance's median and ``quantile`` over ``n_w`` samples
+    ``mapping(z)`` (z ~ N(0, I), seeded), the codes' median over the mapping's median (``offset_ratio``, ~1 for
+    codes like the prior's) and the share of codes beyond the mapping's ``quantile`` (``share_outside``)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    generator = net.generator
+    w_avg = generator.w_avg.float()
+    codes = net.encode(eroded).float()                                          # (N, n_latent, w_dim)
+    z = torch.randn(n_w, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(w_avg.device)
+    w_offsets = (generator.mapping(z).float() - w_avg).norm(dim=1)
+    w_median, w_edge = float(w_offsets.median()), float(torch.quantile(w_offsets, quantile))
+    rows = []
+    for style in range(codes.shape[1]):
+        d = (codes[:, style] - w_avg).norm(dim=1)
+        rows.append({"style": style, "code_offset_median": float(d.median()), "code_offset_max": float(d.max()),
+                     "w_offset_median": w_median, f"w_offset_q{quantile:g}": w_edge,
+                     "offset_ratio": float(d.median()) / max(w_median, 1e-12),
+                     "share_outside": float((d > w_edge).float().mean())})
+    return pd.DataFrame(rows)
 
 
 def train_test_gap(detector, fit_images: np.ndarray, test_images: np.ndarray, n: int, seed: int,

@@ -87,3 +87,36 @@ def test_train_test_gap_flags_a_memorising_network():
     assert gap["test_train_ratio"] == 100.0
     even = health.train_test_gap(_MemorisingDetector(np.concatenate([fit, test])), fit, test, n=5, seed=0)
     assert even["test_train_ratio"] == 1.0
+
+
+def _tiny_repair_network(scale: float):
+    """A 16-px repair network whose codes are w_avg + ``scale`` x (an untrained encoder's small offsets)."""
+    from srood_lib.models.psp import PSPEncoder, RepairNetwork
+    from srood_lib.models.stylegan2 import Generator, default_channels
+    torch.manual_seed(0)
+    generator = Generator(16, z_dim=16, w_dim=16, n_mlp=2, channels=default_channels(16, 64, 16))
+    encoder = PSPEncoder(16, 16, stem_channels=8, stage_channels=(8, 8, 8), blocks_per_stage=(1, 1, 1),
+                         fpn_channels=8).eval()
+    with torch.no_grad():
+        for head in encoder.heads:
+            for p in head.linear.parameters():
+                p.mul_(scale)
+    return RepairNetwork(encoder, generator)
+
+
+@pytest.mark.parametrize("scale, inside", [(0.0, True), (1e4, False)])
+def test_code_offsets_tell_codes_inside_w_from_codes_far_outside(scale, inside):
+    net = _tiny_repair_network(scale)
+    eroded = torch.rand(6, 3, 16, 16) * 2 - 1
+    table = health.code_offsets(net, eroded, quantile=0.99, n_w=512)
+    assert list(table["style"]) == list(range(net.generator.n_latent))
+    assert (table["w_offset_q0.99"] >= table["w_offset_median"]).all() and (table["w_offset_median"] > 0).all()
+    if inside:   # every code is w_avg itself
+        assert (table["share_outside"] == 0).all() and (table["code_offset_max"] < 1e-5).all()
+    else:        # offsets ~1e4 x the encoder's initial ones dwarf the mapping's spread
+        assert (table["share_outside"] == 1).all() and (table["offset_ratio"] > 10).all()
+
+
+def test_code_offsets_refuse_a_quantile_outside_0_1():
+    with pytest.raises(ValueError, match="quantile"):
+        health.code_offsets(_tiny_repair_network(1.0), torch.zeros(2, 3, 16, 16), quantile=99)
