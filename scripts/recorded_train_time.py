@@ -1,6 +1,6 @@
-"""What ``./run_all.sh --retrain`` adds over the default run: the training time each shipped prior and detector
-records (``train_seconds`` in its JSON), per file and summed. A sum of records from the machines that trained them,
-not an end-to-end measurement; the baselines are trained by both runs and are not in it.
+"""What ``./run_all.sh --retrain`` adds over the default run: the training time each shipped prior, detector
+and shipped baseline model records (``train_seconds`` in its JSON), per file and summed. A sum of records from the
+machines that trained them, not an end-to-end measurement (``scripts/time_in_segments.sh`` measures that).
 
     .venv/bin/python scripts/recorded_train_time.py
 """

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from .config import id_set_names
+
 
 def _cmd_resolve_config(args: argparse.Namespace) -> int:
     from .config import load_config
@@ -121,8 +123,16 @@ def _detector(args: argparse.Namespace):
     from .detector import SROOD
     from .pipeline import default_detector
 
-    path = args.checkpoint or default_detector(args.id_set, args.variant, args.profile)
+    path = args.checkpoint or default_detector(_detector_id_set(args), args.variant, args.profile)
     return SROOD.load(path, device=args.device)
+
+
+def _detector_id_set(args: argparse.Namespace) -> str:
+    """``--id-set``; unset, ``evaluate --id`` when it names an ID set (its own detector), else CIFAR-10."""
+    if args.id_set is not None:
+        return args.id_set
+    named = getattr(args, "id", None)
+    return named if named in id_set_names() else "cifar10"
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -214,8 +224,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _add_detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="a detector file (notebook 02's cache or detectors/); default: the shipped "
                                         "detector of --id-set and --variant")
-    p.add_argument("--id-set", default="cifar10", choices=["cifar10", "celeba", "pokemon"],
-                   help="the in-distribution set of the shipped detector (default cifar10)")
+    p.add_argument("--id-set", default=None, choices=id_set_names(),
+                   help="the in-distribution set of the shipped detector (default: evaluate's --id when it names "
+                        "one, else cifar10)")
     p.add_argument("--variant", default="sr", choices=["sr", "inpaint", "rec"],
                    help="the SR-OOD variant of the shipped detector (default sr)")
     p.add_argument("--profile", default="quick", help="the profile whose shipped detector to use (default quick)")

@@ -132,6 +132,11 @@ def merge_disjoint(base: Mapping, extra: Mapping, source: str, where: str = "") 
     return out
 
 
+def id_set_names() -> list[str]:
+    """The ID sets the workbook knows: one ``configs/id/<name>.yaml`` each."""
+    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
+
+
 def experiment_names(profile: str | os.PathLike) -> list[str]:
     """The ID experiments a profile runs, in its order (the first is the default)."""
     return list(_read_yaml(profile_path(profile)).get("experiments") or {})

@@ -144,3 +144,13 @@ def test_train_commands_refuse_a_bad_set_key_in_one_line(capsys):
     _one_line_error(capsys, "no_such_key")
     assert main(["train-repair", "--profile", "smoke", "--variant", "sr", "--id-set", "nowhere"]) == 2
     _one_line_error(capsys, "nowhere")
+
+
+def test_evaluate_takes_the_detector_of_the_id_set_it_names(tmp_path, monkeypatch, capsys):
+    """``evaluate --id celeba`` scores with CelebA's detector, not silently with the default CIFAR-10 one."""
+    monkeypatch.setenv("SROOD_SHIPPED_DIR", str(tmp_path / "shipped"))
+    monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))  # no detector anywhere
+    for argv, wanted in ((["--id", "celeba"], "celeba/sr"), (["--id", "celeba", "--id-set", "pokemon"], "pokemon/sr"),
+                         (["--id", str(tmp_path)], "cifar10/sr")):
+        assert main(["evaluate", *argv, "--ood", "texture"]) == 2, argv
+        _one_line_error(capsys, f"no quick detector for {wanted}")
