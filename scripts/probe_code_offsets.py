@@ -36,7 +36,8 @@ def main() -> None:
         for variant in args.variants:
             files = sorted(shipped_dir().glob(f"{id_set}_{variant}_*.pt"))
             if len(files) != 1:
-                sys.exit(f"error: expected one shipped {id_set} {variant} detector in {shipped_dir()}, found {len(files)}")
+                sys.exit(f"error: expected one shipped {id_set} {variant} detector in {shipped_dir()}, "
+                         f"found {len(files)}")
             det = SROOD.load(files[0], device="cpu")
             eroded, _, _ = det.repair(test.images[:args.n])
             table = code_offsets(det.net, eroded)

@@ -71,23 +71,36 @@ def prior_run_dir(cfg: dict) -> Path:
     return checkpoint_dir() / "prior" / f"{cfg['data']['id']}_{cfg['prior']['resolution']}px_{prior_id(cfg)}"
 
 
-def stored_prior(cfg: dict) -> Path | None:
-    """The stored prior named by ``prior.checkpoint`` if its recipe hash matches and it saw at least ``kimg``.
+def stored_prior(cfg: dict, images: np.ndarray | None = None) -> Path | None:
+    """The stored prior named by ``prior.checkpoint`` if its recipe hash matches, it saw at least ``kimg`` and,
+    given the training ``images``, it was trained on exactly these (``stored_prior_check`` says why not).
 
     A stored prior is an EMA-generator checkpoint with a JSON record beside it (``<name>.json``: prior_id, kimg
-    reached, device, wall time) — the workbook's stand-in for a downloadable pretrained StyleGAN2.
+    reached, the training images' fingerprint, device, wall time) — the workbook's stand-in for a downloadable
+    pretrained StyleGAN2.
     """
+    return stored_prior_check(cfg, images)[0]
+
+
+def stored_prior_check(cfg: dict, images: np.ndarray | None = None) -> tuple[Path | None, str]:
+    """(the usable stored prior or None, why it is not usable; "" when it is)."""
     name = cfg["prior"].get("checkpoint")
     if not name:
-        return None
+        return None, "no prior.checkpoint"
     path = Path(name) if Path(name).is_absolute() else PROJECT_ROOT / name
     record = path.with_suffix(".json")
     if not path.exists() or not record.exists():
-        return None
+        return None, f"prior.checkpoint {name} (or its .json record) is missing"
     info = json.loads(record.read_text())
-    if info.get("prior_id") != prior_id(cfg) or info.get("kimg", 0) < cfg["prior"]["kimg"]:
-        return None
-    return path
+    if info.get("prior_id") != prior_id(cfg):
+        return None, f"prior.checkpoint {name} was made by another recipe ({info.get('prior_id')}, not {prior_id(cfg)})"
+    if info.get("kimg", 0) < cfg["prior"]["kimg"]:
+        return None, (f"prior.checkpoint {name} saw {info.get('kimg', 0):g} kimg, fewer than "
+                      f"prior.kimg={cfg['prior']['kimg']:g}")
+    if images is not None and info.get("images_fingerprint") != data_fingerprint(images):
+        return None, (f"prior.checkpoint {name} was trained on other images than these "
+                      f"(fingerprint {info.get('images_fingerprint')}, not {data_fingerprint(images)})")
+    return path, ""
 
 
 @dataclass
@@ -103,7 +116,7 @@ def ensure_prior(cfg: dict, train_images: ImageSet, progress: bool = True) -> Pr
     from srood_lib.train_prior import train_prior
 
     pid = prior_id(cfg)
-    stored = stored_prior(cfg)
+    stored, why_not = stored_prior_check(cfg, train_images.images)
     if stored is not None:
         kimg = json.loads(stored.with_suffix(".json").read_text())["kimg"]
         return PriorInfo(stored, prior_weights_key(pid, kimg), "stored checkpoint")
@@ -112,7 +125,7 @@ def ensure_prior(cfg: dict, train_images: ImageSet, progress: bool = True) -> Pr
                        progress=progress)
     notes = []
     if cfg["prior"].get("checkpoint"):
-        notes.append(f"prior.checkpoint {cfg['prior']['checkpoint']} missing or made by another recipe; trained one")
+        notes.append(f"{why_not}; trained one here")
     return PriorInfo(path, prior_weights_key(pid, cfg["prior"]["kimg"]), "trained by this run", notes)
 
 
@@ -591,7 +604,8 @@ def export_prior(cfg: dict, dest: str | Path, device_note: str) -> Path:
     slim = {"format": CHECKPOINT_FORMAT, "G_kwargs": ckpt["G_kwargs"], "G_ema": ckpt["G_ema"], "cfg": ckpt["cfg"],
             "step": ckpt["step"], "nimg": ckpt["nimg"], "seed": ckpt["seed"]}
     atomic_torch_save(slim, dest)
-    record = {"prior_id": prior_id(cfg), "kimg": ckpt["nimg"] / 1000, "device": device_note,
+    record = {"prior_id": prior_id(cfg), "kimg": ckpt["nimg"] / 1000, "images_fingerprint": ckpt["data"],
+              "device": device_note,
               "recipe": prior_recipe(cfg), "commit": git_commit(), "train_seconds": round(ckpt["seconds"], 1)}
     tmp = dest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))

@@ -120,3 +120,29 @@ def test_recorded_train_seconds_sums_only_records_that_state_one(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"other": 1}))
     (tmp_path / "d.txt").write_text("not a record")
     assert shipped.recorded_train_seconds([tmp_path]) == [("a.json", 60.5)]
+
+
+def test_a_stored_prior_is_used_only_for_its_recipe_budget_and_training_images(tmp_path, monkeypatch):
+    from srood_lib.runtime import data_fingerprint
+    monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    stored = tmp_path / "priors" / "p.pt"
+    cfg = load_config("smoke", {"prior.kimg": 0.064, "prior.checkpoint": str(stored)}, experiment="celeba")
+    images = smooth_images(64, 0)
+    train = ImageSet(images, np.full(64, -1), {"name": "celeba", "split": "train", "resolution": 32, "sha256": "t"},
+                     "celeba", "train")
+    first = pipeline.ensure_prior(cfg, train, progress=False)
+    assert first.source == "trained by this run" and "is missing; trained one here" in first.notes[0]
+    pipeline.export_prior(cfg, stored, "cpu (test)")
+    assert json.loads(stored.with_suffix(".json").read_text())["images_fingerprint"] == data_fingerprint(images)
+    assert pipeline.ensure_prior(cfg, train, progress=False).source == "stored checkpoint"
+
+    monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path / "elsewhere"))  # the other images train a run of their own
+    other = ImageSet(smooth_images(64, 1), train.labels, train.manifest, "celeba", "train")
+    stale = pipeline.ensure_prior(cfg, other, progress=False)
+    assert stale.source == "trained by this run" and "trained on other images than these" in stale.notes[0]
+    more = load_config("smoke", {"prior.kimg": 0.128, "prior.checkpoint": str(stored)}, experiment="celeba")
+    path, why_not = pipeline.stored_prior_check(more, images)
+    assert path is None and "fewer than prior.kimg=0.128" in why_not
+    recipe = load_config("smoke", {"prior.kimg": 0.064, "prior.r1_gamma": 1.0, "prior.checkpoint": str(stored)},
+                         experiment="celeba")
+    assert "made by another recipe" in pipeline.stored_prior_check(recipe, images)[1]
