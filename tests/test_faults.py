@@ -89,9 +89,8 @@ def test_a_killed_checkpoint_write_keeps_the_last_whole_checkpoint_and_resumes(t
     real_save, calls = torch.save, []
     def save(obj, f, *a, **k):
         calls.append(1)
-        if len(calls) == 2:
-            with open(f, "wb") as fh:
-                half_then_hang(fh)
+        if len(calls) == 2:  # atomic_torch_save hands torch.save its open temp file
+            half_then_hang(f)
         return real_save(obj, f, *a, **k)
     torch.save = save
     images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)

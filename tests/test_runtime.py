@@ -112,3 +112,22 @@ def test_lru_memo_computes_once_and_drops_the_least_recently_used():
     assert list(memo) == [1, 3]
     get(2)
     assert calls == [1, 2, 3, 2]
+
+
+def test_atomic_torch_save_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    runtime.atomic_torch_save({"step": 1, "w": torch.ones(3)}, path)
+    assert runtime.safe_torch_load(path)["step"] == 1 and not (tmp_path / "ckpt.pt.tmp").exists()
+
+    real_save = torch.save
+
+    def dies_half_way(obj, f):
+        real_save({"partial": torch.zeros(2)}, f)
+        raise KeyboardInterrupt  # e.g. Ctrl-C during the write
+
+    monkeypatch.setattr(runtime.torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        runtime.atomic_torch_save({"step": 2}, path)
+    monkeypatch.setattr(runtime.torch, "save", real_save)
+    assert runtime.safe_torch_load(path)["step"] == 1       # the old checkpoint, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # and no temp file left
