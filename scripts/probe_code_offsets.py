@@ -17,7 +17,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from srood_lib import pipeline  # noqa: E402
-from srood_lib.config import load_config  # noqa: E402
+from srood_lib.config import id_set_names, load_config  # noqa: E402
 from srood_lib.detector import SROOD  # noqa: E402
 from srood_lib.health import code_offsets  # noqa: E402
 from srood_lib.shipped import shipped_dir  # noqa: E402
@@ -25,7 +25,7 @@ from srood_lib.shipped import shipped_dir  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ids", nargs="+", default=["cifar10", "celeba", "pokemon"])
+    ap.add_argument("--ids", nargs="+", default=id_set_names())
     ap.add_argument("--variants", nargs="+", default=["rec", "inpaint", "sr"])
     ap.add_argument("--n", type=int, default=256, help="ID test images encoded per detector")
     ap.add_argument("--out", required=True)

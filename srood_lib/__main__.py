@@ -4,7 +4,7 @@ Commands used by run_all.sh: ``resolve-config``, ``check-data``, ``provision-lpi
 ``score --images PATH`` (CSV: one row per image with its relative path, score, OOD flag and eps) and
 ``evaluate --id NAME|PATH --ood NAME|PATH ...`` (metrics table), where PATH is an image, an image folder or a zip
 of one. Both use the shipped CIFAR-10 SR-OOD_SR detector unless told otherwise (``--id-set``, ``--variant``,
-``--checkpoint`` for a detector file of one's own). Expected failures (missing path, empty folder, corrupt file,
+``--checkpoint`` for a detector file of one's own; ``evaluate --id`` naming an ID set picks that set's). Expected failures (missing path, empty folder, corrupt file,
 an image below the detector's resolution, a file that is not a detector) print one line naming the fix and exit 2.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from .config import id_set_names
+
+DEFAULT_ID_SET = "cifar10"  # whose shipped detector score and evaluate use unless told
 
 
 def _cmd_resolve_config(args: argparse.Namespace) -> int:
@@ -132,7 +134,7 @@ def _detector_id_set(args: argparse.Namespace) -> str:
     if args.id_set is not None:
         return args.id_set
     named = getattr(args, "id", None)
-    return named if named in id_set_names() else "cifar10"
+    return named if named in id_set_names() else DEFAULT_ID_SET
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -210,6 +212,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         prior = pipeline.ensure_prior(cfg, train, progress=me.main)
         if args.command == "train-prior":
             say(f"prior {prior.prior_id}: {prior.source} -> {prior.path}")
+            for note in prior.notes:
+                say(f"note: {note}")
         else:
             run = pipeline.train_repair_network(cfg, args.variant, prior, train, progress=me.main)
             say(f"repair network {args.variant} on prior {prior.prior_id}: trained -> {run}; notebook 02 "
@@ -226,7 +230,7 @@ def _add_detector_args(p: argparse.ArgumentParser) -> None:
                                         "detector of --id-set and --variant")
     p.add_argument("--id-set", default=None, choices=id_set_names(),
                    help="the in-distribution set of the shipped detector (default: evaluate's --id when it names "
-                        "one, else cifar10)")
+                        f"one, else {DEFAULT_ID_SET})")
     p.add_argument("--variant", default="sr", choices=["sr", "inpaint", "rec"],
                    help="the SR-OOD variant of the shipped detector (default sr)")
     p.add_argument("--profile", default="quick", help="the profile whose shipped detector to use (default quick)")

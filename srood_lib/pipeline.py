@@ -71,18 +71,19 @@ def prior_run_dir(cfg: dict) -> Path:
     return checkpoint_dir() / "prior" / f"{cfg['data']['id']}_{cfg['prior']['resolution']}px_{prior_id(cfg)}"
 
 
-def stored_prior(cfg: dict, images: np.ndarray | None = None) -> Path | None:
-    """The stored prior named by ``prior.checkpoint`` if its recipe hash matches, it saw at least ``kimg`` and,
-    given the training ``images``, it was trained on exactly these (``stored_prior_check`` says why not).
+def stored_prior(cfg: dict) -> Path | None:
+    """The stored prior named by ``prior.checkpoint`` if its recipe hash matches and it saw at least ``kimg``
+    (``stored_prior_check`` says why not).
 
     A stored prior is an EMA-generator checkpoint with a JSON record beside it (``<name>.json``: prior_id, kimg
     reached, the training images' fingerprint, device, wall time) — the workbook's stand-in for a downloadable
-    pretrained StyleGAN2.
+    pretrained StyleGAN2. Like one, it is used on any copy of its ID set; ``ensure_prior`` says when the copy here
+    is not the one it was trained on.
     """
-    return stored_prior_check(cfg, images)[0]
+    return stored_prior_check(cfg)[0]
 
 
-def stored_prior_check(cfg: dict, images: np.ndarray | None = None) -> tuple[Path | None, str]:
+def stored_prior_check(cfg: dict) -> tuple[Path | None, str]:
     """(the usable stored prior or None, why it is not usable; "" when it is)."""
     name = cfg["prior"].get("checkpoint")
     if not name:
@@ -93,14 +94,23 @@ def stored_prior_check(cfg: dict, images: np.ndarray | None = None) -> tuple[Pat
         return None, f"prior.checkpoint {name} (or its .json record) is missing"
     info = json.loads(record.read_text())
     if info.get("prior_id") != prior_id(cfg):
-        return None, f"prior.checkpoint {name} was made by another recipe ({info.get('prior_id')}, not {prior_id(cfg)})"
+        return None, (f"prior.checkpoint {name} was made by another recipe ({info.get('prior_id')}, "
+                      f"not {prior_id(cfg)})")
     if info.get("kimg", 0) < cfg["prior"]["kimg"]:
         return None, (f"prior.checkpoint {name} saw {info.get('kimg', 0):g} kimg, fewer than "
                       f"prior.kimg={cfg['prior']['kimg']:g}")
-    if images is not None and info.get("images_fingerprint") != data_fingerprint(images):
-        return None, (f"prior.checkpoint {name} was trained on other images than these "
-                      f"(fingerprint {info.get('images_fingerprint')}, not {data_fingerprint(images)})")
     return path, ""
+
+
+def _other_copy_note(record: dict, images: np.ndarray, name: str) -> list[str]:
+    """A note when the stored prior was trained on another copy of the ID set than the images here."""
+    stored, here = record.get("images_fingerprint"), data_fingerprint(images)
+    if stored == here:
+        return []
+    what = (f"on another copy of these images (fingerprint {stored}, here {here})" if stored
+            else "on images its record does not fingerprint")
+    return [f"the stored prior {name} was trained {what}; used as any pretrained prior is (the paper's StyleGAN2 "
+            "was trained elsewhere too); ./run_all.sh --retrain trains one on the images here"]
 
 
 @dataclass
@@ -116,10 +126,11 @@ def ensure_prior(cfg: dict, train_images: ImageSet, progress: bool = True) -> Pr
     from srood_lib.train_prior import train_prior
 
     pid = prior_id(cfg)
-    stored, why_not = stored_prior_check(cfg, train_images.images)
+    stored, why_not = stored_prior_check(cfg)
     if stored is not None:
-        kimg = json.loads(stored.with_suffix(".json").read_text())["kimg"]
-        return PriorInfo(stored, prior_weights_key(pid, kimg), "stored checkpoint")
+        record = json.loads(stored.with_suffix(".json").read_text())
+        return PriorInfo(stored, prior_weights_key(pid, record["kimg"]), "stored checkpoint",
+                         _other_copy_note(record, train_images.images, stored.name))
     recipe = prior_recipe(cfg)["prior"]
     path = train_prior(train_images.images, recipe, prior_run_dir(cfg), seed=cfg["seed"], device=cfg["device"],
                        progress=progress)
@@ -275,13 +286,16 @@ def fit_detector(cfg: dict, variant: str, prior: PriorInfo, train_images: ImageS
             det = SROOD.load(ship, device=None)
             det.source = f"shipped ({ship.name}, {record.get('mode', '?')})"
             return det
-        stale.append(ship)
     det = SROOD(detector_config(cfg, variant), prior.path)
     det.fit(train_images.images, run_dir, prior_id=prior.prior_id, progress=progress,
             validation_ood=validation_ood_sets(cfg))
     det.save(final)
-    det.source = "trained by this run" + (f"; shipped {', '.join(p.name for p in stale)} made by another recipe or "
-                                          "calibration, not used" if stale else "")
+    why = []
+    if stale:
+        why.append(f"shipped {', '.join(p.name for p in stale)} made by another recipe or calibration, not used")
+    if ship.exists():
+        why.append(f"shipped {ship.name} trained on another copy of these images, not used")
+    det.source = "; ".join(["trained by this run", *why])
     return det
 
 

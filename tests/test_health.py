@@ -95,6 +95,7 @@ def _tiny_repair_network(scale: float):
     from srood_lib.models.stylegan2 import Generator, default_channels
     torch.manual_seed(0)
     generator = Generator(16, z_dim=16, w_dim=16, n_mlp=2, channels=default_channels(16, 64, 16))
+    generator.w_avg.normal_()  # not the zeros of an untrained generator: offsets must be measured from it
     encoder = PSPEncoder(16, 16, stem_channels=8, stage_channels=(8, 8, 8), blocks_per_stage=(1, 1, 1),
                          fpn_channels=8).eval()
     with torch.no_grad():

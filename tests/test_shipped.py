@@ -100,7 +100,7 @@ def test_a_shipped_detector_trained_on_other_images_is_stale(env):
     shutil.rmtree(tmp / "checkpoints")
     other = ImageSet(smooth_images(96, 1), train.labels, train.manifest, "celeba", "train")  # same name and sizes
     det = pipeline.fit_detector(cfg, "sr", prior, other)
-    assert det.source.startswith("trained by this run") and ship.name in det.source
+    assert det.source == f"trained by this run; shipped {ship.name} trained on another copy of these images, not used"
 
 
 def test_the_cli_default_prefers_the_detector_calibrated_here(env, monkeypatch):
@@ -122,7 +122,8 @@ def test_recorded_train_seconds_sums_only_records_that_state_one(tmp_path):
     assert shipped.recorded_train_seconds([tmp_path]) == [("a.json", 60.5)]
 
 
-def test_a_stored_prior_is_used_only_for_its_recipe_budget_and_training_images(tmp_path, monkeypatch):
+def test_a_stored_prior_is_used_for_its_recipe_and_budget_and_says_when_trained_on_another_copy(tmp_path,
+                                                                                              monkeypatch):
     from srood_lib.runtime import data_fingerprint
     monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     stored = tmp_path / "priors" / "p.pt"
@@ -134,15 +135,30 @@ def test_a_stored_prior_is_used_only_for_its_recipe_budget_and_training_images(t
     assert first.source == "trained by this run" and "is missing; trained one here" in first.notes[0]
     pipeline.export_prior(cfg, stored, "cpu (test)")
     assert json.loads(stored.with_suffix(".json").read_text())["images_fingerprint"] == data_fingerprint(images)
-    assert pipeline.ensure_prior(cfg, train, progress=False).source == "stored checkpoint"
+    same = pipeline.ensure_prior(cfg, train, progress=False)
+    assert (same.path, same.source, same.notes, same.prior_id) == (stored, "stored checkpoint", [], first.prior_id)
 
-    monkeypatch.setenv("SROOD_CHECKPOINT_DIR", str(tmp_path / "elsewhere"))  # the other images train a run of their own
+    # Another copy of the set: the stored prior is still used, like any pretrained one, and the notebook says so.
     other = ImageSet(smooth_images(64, 1), train.labels, train.manifest, "celeba", "train")
-    stale = pipeline.ensure_prior(cfg, other, progress=False)
-    assert stale.source == "trained by this run" and "trained on other images than these" in stale.notes[0]
+    borrowed = pipeline.ensure_prior(cfg, other, progress=False)
+    assert (borrowed.path, borrowed.source, borrowed.prior_id) == (stored, "stored checkpoint", first.prior_id)
+    assert "trained on another copy of these images" in borrowed.notes[0] and "--retrain" in borrowed.notes[0]
+
     more = load_config("smoke", {"prior.kimg": 0.128, "prior.checkpoint": str(stored)}, experiment="celeba")
-    path, why_not = pipeline.stored_prior_check(more, images)
+    path, why_not = pipeline.stored_prior_check(more)
     assert path is None and "fewer than prior.kimg=0.128" in why_not
     recipe = load_config("smoke", {"prior.kimg": 0.064, "prior.r1_gamma": 1.0, "prior.checkpoint": str(stored)},
                          experiment="celeba")
-    assert "made by another recipe" in pipeline.stored_prior_check(recipe, images)[1]
+    assert "made by another recipe" in pipeline.stored_prior_check(recipe)[1]
+
+
+def test_each_committed_prior_record_names_the_images_its_detectors_were_trained_on():
+    """The committed records agree: a stored prior and the shipped detectors on it saw the same training images."""
+    records = sorted((pipeline.PROJECT_ROOT / "priors").glob("*_32px_*.json"))
+    assert records, "no committed prior records"
+    for record in records:
+        id_set = record.name.split("_32px_")[0]
+        prior_fp = json.loads(record.read_text())["images_fingerprint"]
+        detector_fps = {json.loads(p.read_text())["images_fingerprint"]
+                        for p in (pipeline.PROJECT_ROOT / "detectors").glob(f"{id_set}_*.json")}
+        assert detector_fps == {prior_fp}, (record.name, prior_fp, detector_fps)
