@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srood_lib.atomic import atomic_write
 from srood_lib.config import cache_dir
 from srood_lib.safe_pickle import load_numpy_pickle
 
@@ -213,21 +214,9 @@ def convert_from_archive(archive: Path, net: str, dest: Path | None = None,
 def save_converted(state_dict: dict, dest: Path, provenance: dict) -> None:
     """Write the weights and then the sidecar, each via a temporary file and ``os.replace`` (never half-written)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(dest, lambda f: torch.save(state_dict, f))
+    atomic_write(dest, lambda f: torch.save(state_dict, f))
     record = dict(provenance, file=dest.name, file_sha256=sha256_of(dest))
-    _atomic_write(sidecar_path(dest), lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
-
-
-def _atomic_write(dest: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary shared cache files
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(sidecar_path(dest), lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
 
 
 def converted_file_is_intact(path: Path) -> bool:

@@ -2,7 +2,6 @@
 uint8 <-> model tensors, atomic checkpoint writes."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections import OrderedDict
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from srood_lib.atomic import atomic_write
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -148,20 +149,8 @@ def safe_torch_load(path: str | os.PathLike, map_location="cpu"):
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """Write to ``<path>.tmp`` in the same folder, fsync, then os.replace: a killed write never leaves a broken file
-    at ``path``. A failed write removes its temp file; a SIGKILLed one leaves it, to be overwritten by the next write
-    of ``path`` (one fixed name, so leftovers never pile up)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through ``atomic.atomic_write``: a killed write never leaves a broken file at ``path``."""
+    atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
 # Tensors this small (biases, norms, per-style scalars) stay float32: they are a rounding error of the file size.

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from srood_lib.config import PROJECT_ROOT
-from srood_lib.data.cache import atomic_write
+from srood_lib.atomic import atomic_write
 
 SHIPPED_DIR = PROJECT_ROOT / "detectors"
 

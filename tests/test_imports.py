@@ -10,9 +10,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "srood_lib"
 # The README's layers (*Layout*), bottom first: a module may import its own layer and those before it. Every module
 # must be placed, so a new one is placed on purpose. (Issue 11 undid one inversion: baselines -> pipeline.)
 LAYERS = {
-    "foundations": ["srood_lib.config", "srood_lib.runtime", "srood_lib.progress", "srood_lib.safe_pickle",
-                    "srood_lib.distributed", "srood_lib.metrics", "srood_lib.erosion", "srood_lib.compression",
-                    "srood_lib.outliers", "srood_lib.lpips_weights", "srood_lib.perceptual", "srood_lib.data"],
+    "foundations": ["srood_lib.config", "srood_lib.runtime", "srood_lib.progress", "srood_lib.atomic",
+                    "srood_lib.safe_pickle", "srood_lib.distributed", "srood_lib.metrics", "srood_lib.erosion",
+                    "srood_lib.compression", "srood_lib.outliers", "srood_lib.lpips_weights", "srood_lib.perceptual",
+                    "srood_lib.data"],
     "models and training": ["srood_lib.models", "srood_lib.train_prior", "srood_lib.train_repair"],
     "the method": ["srood_lib.health", "srood_lib.detector", "srood_lib.levers"],
     "results": ["srood_lib.report", "srood_lib.rows", "srood_lib.paper", "srood_lib.summary", "srood_lib.controls",

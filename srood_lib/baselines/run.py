@@ -32,7 +32,7 @@ from srood_lib import shipped
 from srood_lib.config import checkpoint_dir, config_hash
 from srood_lib.data import ImageSet, subsample
 from srood_lib.rows import evaluate, table_of
-from srood_lib.data.cache import atomic_write
+from srood_lib.atomic import atomic_write
 from srood_lib.runtime import (atomic_torch_save, compact_state, data_fingerprint, expand_state, resolve_device,
                                safe_torch_load)
 

@@ -8,17 +8,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import socket
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_write
 from ..config import cache_dir
 
 
@@ -51,27 +48,6 @@ def sha256_arrays(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable) -> None:
-    """Call ``write(file_object)`` on a temp file in ``path``'s folder, fsync, then rename it onto ``path``.
-
-    The temp file's name carries the writer's host and pid; temp files for ``path`` left by writers on this host
-    that are gone (a SIGKILLed build) are removed first, so a killed write leaves nothing behind once it is redone.
-    Another host's temp files (a shared cache) are left alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphan_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def save_entry(npz_path: Path, json_path: Path, images: np.ndarray, labels: np.ndarray, manifest: dict) -> dict:
     """Write arrays then manifest (atomically each); fills in count, shape, sha256 and version. Returns it."""
     head = {key: manifest[key] for key in ("name", "split", "resolution") if key in manifest}
@@ -86,28 +62,6 @@ def save_entry(npz_path: Path, json_path: Path, images: np.ndarray, labels: np.n
             npz_path.unlink()  # arrays without a manifest are not an entry; don't leave them behind
         raise
     return manifest
-
-
-_HOST = socket.gethostname().replace(".", "_").replace("-", "_")
-
-
-def remove_orphan_temps(path: Path) -> None:
-    """Delete ``atomic_write`` temp files of ``path`` written on this host by processes that no longer run."""
-    for tmp in path.parent.glob(f".{path.name}.{_HOST}-*.tmp"):
-        pid = tmp.name[len(path.name) + len(_HOST) + 3:].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_entry(npz_path: Path, json_path: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
