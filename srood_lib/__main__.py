@@ -4,8 +4,9 @@ Commands used by run_all.sh: ``resolve-config``, ``check-data``, ``provision-lpi
 ``score --images PATH`` (CSV: one row per image with its relative path, score, OOD flag and eps) and
 ``evaluate --id NAME|PATH --ood NAME|PATH ...`` (metrics table), where PATH is an image, an image folder or a zip
 of one. Both use the shipped CIFAR-10 SR-OOD_SR detector unless told otherwise (``--id-set``, ``--variant``,
-``--checkpoint`` for a detector file of one's own; ``evaluate --id`` naming an ID set picks that set's). Expected failures (missing path, empty folder, corrupt file,
-an image below the detector's resolution, a file that is not a detector) print one line naming the fix and exit 2.
+``--checkpoint`` for a detector file of one's own; ``evaluate --id`` naming an ID set picks that set's). Expected
+failures (missing path, empty folder, corrupt file, an image below the detector's resolution, a file that is not a
+detector) print one line naming the fix and exit 2.
 """
 from __future__ import annotations
 
