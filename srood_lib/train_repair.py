@@ -78,8 +78,9 @@ def check_train_cfg(cfg: dict) -> None:
 
 
 def build_repair_network(generator: Generator, encoder_cfg: dict, train_decoder: bool) -> RepairNetwork:
-    """A pSp encoder sized for ``generator`` (its resolution and w_dim) in front of it."""
-    encoder = PSPEncoder(resolution=generator.resolution, w_dim=generator.w_dim, **encoder_cfg)
+    """A pSp encoder sized for ``generator`` (its resolution, and w_dim or for Z+ codes z_dim) in front of it."""
+    code_dim = generator.z_dim if encoder_cfg.get("latent") == "zplus" else generator.w_dim
+    encoder = PSPEncoder(resolution=generator.resolution, w_dim=code_dim, **encoder_cfg)
     return RepairNetwork(encoder, generator, train_decoder=train_decoder)
 
 

@@ -114,3 +114,35 @@ def test_a_w_encoder_gives_one_code_for_every_layer_and_rebuilds_from_its_kwargs
 def test_an_unknown_latent_space_is_a_clear_error():
     with pytest.raises(ValueError, match="latent must be one of"):
         PSPEncoder(32, W_DIM, latent="z")
+
+
+def test_a_zplus_encoder_maps_each_style_through_the_priors_mapping_network():
+    torch.manual_seed(0)
+    E = PSPEncoder(32, W_DIM, stem_channels=8, stage_channels=[8, 16, 16], blocks_per_stage=[1, 1, 1],
+                   fpn_channels=16, head_init_scale=1.0, latent="zplus")
+    _, G = tiny_parts()
+    net = RepairNetwork(E, G).eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    z = E(x)
+    codes = net.encode(x)
+    assert codes.shape == (3, G.n_latent, W_DIM) and len(E.heads) == G.n_latent
+    for k in range(G.n_latent):  # every style is a point of W: the mapping of the encoder's k-th z
+        assert torch.allclose(codes[:, k], G.mapping(z[:, k]), atol=1e-6)
+    assert not torch.allclose(codes[:, 0], codes[:, -1])                 # styles differ (Z+, not Z)
+    net.train()
+    net(x).square().mean().backward()                                    # the frozen mapping passes gradients on
+    assert all(p.grad is None for p in G.parameters())
+    assert all(p.grad is not None for p in E.parameters() if p.requires_grad)
+
+
+def test_a_zplus_encoder_needs_the_generators_z_dim():
+    torch.manual_seed(0)
+    G = Generator(32, z_dim=8, w_dim=W_DIM, n_mlp=2, channels=default_channels(32, 256, 16))
+    E = PSPEncoder(32, W_DIM, stem_channels=8, stage_channels=[8, 16, 16], blocks_per_stage=[1, 1, 1],
+                   fpn_channels=16, latent="zplus")
+    with pytest.raises(ValueError, match="z_dim"):
+        RepairNetwork(E, G)
+    from srood_lib.train_repair import build_repair_network
+    net = build_repair_network(G, {"stem_channels": 8, "stage_channels": [8, 16, 16], "blocks_per_stage": [1, 1, 1],
+                                   "fpn_channels": 16, "latent": "zplus"}, train_decoder=False)
+    assert net.encoder.w_dim == 8 and net.encode(torch.zeros(1, 3, 32, 32)).shape == (1, G.n_latent, W_DIM)

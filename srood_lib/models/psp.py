@@ -9,6 +9,9 @@ OFFSETS from the generator's ``w_avg`` (heads start with a small init, so an unt
 ``latent="w"`` (BEYOND THE PAPER) restricts the code to W: one head on the coarse level gives one style, broadcast
 to every layer (a single-code encoder, as the original StyleGAN inversions use), so an image is repaired from what
 one latent of the prior can draw rather than from a per-layer combination that can reach almost any image.
+``latent="zplus"`` (BEYOND THE PAPER) keeps one style per layer but makes each one a point of W: the heads give one
+z per style and the prior's own frozen mapping network turns each into w, so no style can leave the range of the
+mapping (the CIFAR-10 encoders' layout styles do, ``health.code_offsets``).
 
 SR-OOD's test-time style mixing replaces styles ``k, k+1, ...`` of the encoded W+ with ``w_avg``
 (``mix_with_mean``), which moves OOD reconstructions further from their inputs than ID ones.
@@ -25,7 +28,9 @@ from srood_lib.models.stylegan2 import EqualLinear, Generator, n_latent_for
 
 NORMS = ("batch", "group", "none")
 BLOCKS = ("ir_se", "basic")
-LATENTS = ("wplus", "w")  # the paper's W+ (one style per layer) | W (one style for all layers; beyond the paper)
+# the paper's W+ (one style per layer) | W (one style for all layers) | Z+ (one z per layer, mapped into W);
+# the last two are beyond the paper
+LATENTS = ("wplus", "w", "zplus")
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -112,7 +117,8 @@ class Map2Style(nn.Module):
 
 class PSPEncoder(nn.Module):
     """Eroded image (N, 3, R, R) in [-1, 1] -> W+ offsets from w_avg, shape (N, n_styles, w_dim) (with
-    ``latent="w"`` the same offset repeated for every style).
+    ``latent="w"`` the same offset repeated for every style; with ``latent="zplus"`` one z per style instead of an
+    offset, of the same shape: ``RepairNetwork.encode`` maps it).
 
     Backbone: a stem at full resolution and three stages, each halving the resolution (R/2, R/4, R/8), giving the
     fine, medium and coarse levels. Styles ``k < coarse_end`` read the coarse level, ``k < middle_end`` the medium
@@ -157,7 +163,7 @@ class PSPEncoder(nn.Module):
         self.lateral_mid = nn.Conv2d(c_mid, fpn_channels, 1)
         self.lateral_fine = nn.Conv2d(c_fine, fpn_channels, 1)
         spatial = {"coarse": resolution // 8, "mid": resolution // 4, "fine": resolution // 2}
-        n_heads = n_styles if latent == "wplus" else 1  # W: the one style reads the coarse level (level_of(0))
+        n_heads = 1 if latent == "w" else n_styles  # W: the one style reads the coarse level (level_of(0))
         self.heads = nn.ModuleList(
             Map2Style(fpn_channels, w_dim, spatial[self.level_of(k)], head_init_scale) for k in range(n_heads))
 
@@ -209,10 +215,11 @@ class RepairNetwork(nn.Module):
 
     def __init__(self, encoder: PSPEncoder, generator: Generator, train_decoder: bool = False):
         super().__init__()
-        if encoder.n_styles != generator.n_latent or encoder.w_dim != generator.w_dim:
+        code_dim = generator.z_dim if encoder.latent == "zplus" else generator.w_dim
+        if encoder.n_styles != generator.n_latent or encoder.w_dim != code_dim:
             raise ValueError(f"encoder outputs ({encoder.n_styles}, {encoder.w_dim}) styles but the generator needs "
-                             f"({generator.n_latent}, {generator.w_dim}); build the encoder with the generator's "
-                             f"resolution and w_dim")
+                             f"({generator.n_latent}, {code_dim}); build the encoder with the generator's "
+                             f"resolution and {'z_dim' if encoder.latent == 'zplus' else 'w_dim'}")
         self.encoder = encoder
         self.generator = generator
         self.train_decoder = train_decoder
@@ -227,8 +234,13 @@ class RepairNetwork(nn.Module):
         return self
 
     def encode(self, eroded: torch.Tensor) -> torch.Tensor:
-        """W+ codes (N, n_latent, w_dim) = encoder offsets + the generator's w_avg."""
-        return self.encoder(eroded) + self.generator.w_avg.reshape(1, 1, -1)
+        """W+ codes (N, n_latent, w_dim) = encoder offsets + the generator's w_avg (``latent="zplus"``: the
+        generator's mapping of the encoder's z, style by style)."""
+        out = self.encoder(eroded)
+        if self.encoder.latent == "zplus":
+            n, n_styles, z_dim = out.shape
+            return self.generator.mapping(out.reshape(n * n_styles, z_dim)).reshape(n, n_styles, -1)
+        return out + self.generator.w_avg.reshape(1, 1, -1)
 
     def decode(self, wplus: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         return self.generator.synthesis(wplus, noise_mode=noise_mode)
