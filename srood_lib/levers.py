@@ -17,7 +17,9 @@ Levers that *retrain* it (``trained_levers`` in ``configs/method.yaml``, noteboo
 experiment: ``trained_lever_config`` applies one, and the lever's network gets its own weights key, so the faithful
 network is never touched. ``wnorm``: pSp's W-norm penalty ``lambda_wnorm * ||w+ - w_avg||`` in training, which
 pulls codes towards the prior's mean latent and so shrinks what an OOD image can be encoded into. ``w_latent``:
-the encoder gives one code for every layer (W, not the paper's W+), so a repair is one drawing of the prior.
+the encoder gives one code for every layer (W, not the paper's W+), so a repair is one drawing of the prior. ``zplus``:
+one code per layer as in W+, but each is the prior's mapping of a z the encoder gives, so no layer's code leaves the
+range of the mapping network (the W+ encoders' layout styles do: ``health.code_offsets``).
 """
 from __future__ import annotations
 
@@ -126,7 +128,8 @@ def lever_scores(detector, sets: Mapping[str, np.ndarray], val_images: np.ndarra
 
 # ------------------------------------------------------------------------------------ levers that retrain
 
-TRAINED_LEVERS = {"wnorm": "W-norm penalty (pSp)", "w_latent": "encoder into W, one code for all layers"}
+TRAINED_LEVERS = {"wnorm": "W-norm penalty (pSp)", "w_latent": "encoder into W, one code for all layers",
+                  "zplus": "encoder into Z+, each layer's code mapped into W"}
 
 
 def trained_lever_config(cfg: dict, name: str) -> dict:

@@ -98,6 +98,18 @@ def test_the_w_latent_lever_trains_a_w_encoder_under_its_own_key():
     assert "encoder into W" in levers.trained_lever_method(cfg, "w_latent", "SR-OOD_SR")
 
 
+def test_the_zplus_lever_trains_a_zplus_encoder_under_its_own_key():
+    from srood_lib import pipeline
+    from srood_lib.config import load_config
+
+    cfg = load_config("smoke", experiment="cifar10")
+    lever = levers.trained_lever_config(cfg, "zplus")
+    assert lever["repair"]["encoder"]["latent"] == "zplus" and cfg["repair"]["encoder"]["latent"] == "wplus"
+    keys = {pipeline.detector_path(c, "sr", prior_key="p") for c in (cfg, lever, levers.trained_lever_config(cfg, "w_latent"))}
+    assert len(keys) == 3                                                 # three latent spaces, three networks
+    assert "encoder into Z+" in levers.trained_lever_method(cfg, "zplus", "SR-OOD_SR")
+
+
 def test_a_trained_levers_row_label_says_what_it_is_and_that_it_is_beyond_the_paper():
     from srood_lib.config import load_config
 
@@ -110,5 +122,5 @@ def test_a_trained_levers_row_label_says_what_it_is_and_that_it_is_beyond_the_pa
 def test_an_unknown_trained_lever_is_a_clear_error():
     from srood_lib.config import load_config
 
-    with pytest.raises(KeyError, match="trained_levers.runs has wnorm, w_latent"):
+    with pytest.raises(KeyError, match="trained_levers.runs has wnorm, w_latent, zplus"):
         levers.trained_lever_config(load_config("smoke"), "wnrom")
