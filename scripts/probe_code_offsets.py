@@ -5,6 +5,8 @@ from w_avg compared with the mapping network's own outputs. A diagnostic of the 
 network must repair"): codes many times farther out than any mapping(z) are ones the generator never saw.
 
     SROOD_DATA_DIR=../shared/data .venv/bin/python scripts/probe_code_offsets.py --out logs/code_offsets.csv
+
+``--detector FILE --ids ID`` measures one detector file instead (a lever's, from ``checkpoints/``), on ID's test images.
 """
 from __future__ import annotations
 
@@ -28,13 +30,16 @@ def main() -> None:
     ap.add_argument("--ids", nargs="+", default=id_set_names())
     ap.add_argument("--variants", nargs="+", default=["rec", "inpaint", "sr"])
     ap.add_argument("--n", type=int, default=256, help="ID test images encoded per detector")
+    ap.add_argument("--detector", default=None, help="one detector file instead of the shipped ones (one --ids)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.detector and len(args.ids) != 1:
+        sys.exit("error: --detector needs exactly one --ids (the ID set whose test images it encodes)")
     tables = []
     for id_set in args.ids:
         _, test = pipeline.id_sets(load_config("quick", [], experiment=id_set))
-        for variant in args.variants:
-            files = sorted(shipped_dir().glob(f"{id_set}_{variant}_*.pt"))
+        for variant in [Path(args.detector).stem] if args.detector else args.variants:
+            files = [Path(args.detector)] if args.detector else sorted(shipped_dir().glob(f"{id_set}_{variant}_*.pt"))
             if len(files) != 1:
                 sys.exit(f"error: expected one shipped {id_set} {variant} detector in {shipped_dir()}, "
                          f"found {len(files)}")
