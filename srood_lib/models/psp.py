@@ -118,7 +118,7 @@ class Map2Style(nn.Module):
 class PSPEncoder(nn.Module):
     """Eroded image (N, 3, R, R) in [-1, 1] -> W+ offsets from w_avg, shape (N, n_styles, w_dim) (with
     ``latent="w"`` the same offset repeated for every style; with ``latent="zplus"`` one z per style instead of an
-    offset, of the same shape: ``RepairNetwork.encode`` maps it).
+    offset, so ``w_dim`` is then the generator's z_dim: ``RepairNetwork.encode`` maps each z into W).
 
     Backbone: a stem at full resolution and three stages, each halving the resolution (R/2, R/4, R/8), giving the
     fine, medium and coarse levels. Styles ``k < coarse_end`` read the coarse level, ``k < middle_end`` the medium
