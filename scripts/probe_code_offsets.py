@@ -38,8 +38,9 @@ def main() -> None:
     tables = []
     for id_set in args.ids:
         _, test = pipeline.id_sets(load_config("quick", [], experiment=id_set))
-        for variant in [Path(args.detector).stem] if args.detector else args.variants:
-            files = [Path(args.detector)] if args.detector else sorted(shipped_dir().glob(f"{id_set}_{variant}_*.pt"))
+        targets = ({Path(args.detector).stem: [Path(args.detector)]} if args.detector else
+                   {v: sorted(shipped_dir().glob(f"{id_set}_{v}_*.pt")) for v in args.variants})
+        for variant, files in targets.items():
             if len(files) != 1:
                 sys.exit(f"error: expected one shipped {id_set} {variant} detector in {shipped_dir()}, "
                          f"found {len(files)}")
