@@ -105,6 +105,34 @@ SROOD_RESULTS_DIR="$(cd "${SROOD_RESULTS_DIR:-results}" && pwd)"
 export SROOD_RESULTS_DIR
 out="$SROOD_RESULTS_DIR/$profile"
 mkdir -p "$out"
+
+# One run at a time per results folder and per checkpoint folder: two runs would train into the same checkpoint and
+# write the same notebooks at once. The lock is an flock on an open file descriptor that this shell and everything
+# it starts hold, so it ends with the run however the run ends (no stale lock to delete). Python's fcntl takes it,
+# as the flock command is not on every system; the lock belongs to the open file, so it outlives that child.
+lock_folder() {  # lock_folder DIR
+  local file="$1/.run_all.lock" fd holder
+  mkdir -p "$1"
+  exec {fd}<>"$file"
+  if ! "$py" - "$fd" "$$" <<'PY'
+import fcntl, os, sys
+fd, pid = int(sys.argv[1]), sys.argv[2]
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    sys.exit(1)
+os.ftruncate(fd, 0)
+os.pwrite(fd, pid.encode() + b"\n", 0)
+PY
+  then
+    holder="$(head -c 20 "$file" 2>/dev/null | tr -dc '0-9')"
+    echo "run_all.sh: another ./run_all.sh${holder:+ (pid $holder)} is running on $1; wait for it to end, or stop it" \
+         "(kill -- -<its process group>), then run this again" >&2
+    exit 2
+  fi
+}
+lock_folder "$out"
+lock_folder "${SROOD_CHECKPOINT_DIR:-checkpoints}"
 if [[ $retrain -eq 1 ]]; then
   # The stored priors are named per ID set in the profile; a --set after them wins. Shipped detectors and baseline
   # models are looked up in SROOD_SHIPPED_DIR: point it at a folder that holds none.

@@ -116,3 +116,21 @@ def test_retrain_drops_the_stored_prior_and_every_shipped_model(workbook_env, tm
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--retrain: priors, SR-OOD detectors and baseline models are trained here" in proc.stdout
     assert yaml.safe_load(resolved.read_text())["prior"]["checkpoint"] is None
+
+
+def test_a_second_run_on_the_same_folders_stops_at_once_naming_the_first(workbook_env, tmp_path):
+    import fcntl
+    results = tmp_path / "results" / "smoke"
+    results.mkdir(parents=True)
+    with open(results / ".run_all.lock", "w") as held:  # what a first run holds while it runs
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_all(["--profile", "smoke", "--only", "00_data"], workbook_env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "another ./run_all.sh (pid 4242) is running on" in proc.stderr and str(results) in proc.stderr
+    assert "==> " not in proc.stdout  # no notebook started
+    # Once the first run ends, its lock is gone with it: the same command gets past the guard (to the data check).
+    again = run_all(["--profile", "smoke", "--only", "00_data"], workbook_env)
+    assert "another ./run_all.sh" not in again.stderr and "cifar10" in again.stderr
+    assert (results / ".run_all.lock").read_text().strip().isdigit()  # the pid of the run that held it
