@@ -110,10 +110,10 @@ mkdir -p "$out"
 # write the same notebooks at once. The lock is an flock on an open file descriptor that this shell and everything
 # it starts hold, so it ends with the run however the run ends (no stale lock to delete). Python's fcntl takes it,
 # as the flock command is not on every system; the lock belongs to the open file, so it outlives that child.
-lock_folder() {  # lock_folder DIR
-  local file="$1/.run_all.lock" fd holder
+lock_folder() {  # lock_folder DIR FD (a fixed descriptor number: bash 3.2, macOS's, has no {fd} redirection)
+  local file="$1/.run_all.lock" fd="$2" holder
   mkdir -p "$1"
-  exec {fd}<>"$file"
+  eval "exec $fd<>\"\$file\""
   if ! "$py" - "$fd" "$$" <<'PY'
 import fcntl, os, sys
 fd, pid = int(sys.argv[1]), sys.argv[2]
@@ -131,8 +131,8 @@ PY
     exit 2
   fi
 }
-lock_folder "$out"
-lock_folder "${SROOD_CHECKPOINT_DIR:-checkpoints}"
+lock_folder "$out" 8
+lock_folder "${SROOD_CHECKPOINT_DIR:-checkpoints}" 9
 if [[ $retrain -eq 1 ]]; then
   # The stored priors are named per ID set in the profile; a --set after them wins. Shipped detectors and baseline
   # models are looked up in SROOD_SHIPPED_DIR: point it at a folder that holds none.
