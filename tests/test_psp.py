@@ -111,6 +111,27 @@ def test_a_w_encoder_gives_one_code_for_every_layer_and_rebuilds_from_its_kwargs
     assert torch.equal(E2(x), codes)
 
 
+def test_a_w_coarse_encoder_shares_one_code_over_the_coarse_styles_and_keeps_the_fine_ones_free():
+    torch.manual_seed(0)
+    E = PSPEncoder(32, W_DIM, stem_channels=8, stage_channels=[8, 16, 16], blocks_per_stage=[1, 1, 1],
+                   fpn_channels=16, head_init_scale=1.0, coarse_end=4, latent="w_coarse").eval()
+    _, G = tiny_parts()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    codes = E(x)
+    assert codes.shape == (3, G.n_latent, W_DIM) and len(E.heads) == 1 + G.n_latent - 4
+    assert torch.equal(codes[:, :4], codes[:, :1].expand(-1, 4, -1))    # one code for styles 0-3
+    assert not torch.allclose(codes[:, 3], codes[:, 4])                  # the finer styles have their own
+    assert not torch.allclose(codes[:, 4], codes[:, 5])
+    assert not torch.allclose(codes[0], codes[1])                        # and all depend on the image
+    assert E.level_of(E.head_styles[0][0]) == "coarse" and E.level_of(E.head_styles[-1][0]) == "fine"
+    net = RepairNetwork(E, G).train()
+    net(x).square().mean().backward()
+    assert all(p.grad is not None for p in E.heads.parameters())         # every head is used
+    E2 = PSPEncoder(**E.init_kwargs).eval()
+    E2.load_state_dict(E.state_dict())
+    assert torch.equal(E2(x), E.eval()(x))
+
+
 def test_an_unknown_latent_space_is_a_clear_error():
     with pytest.raises(ValueError, match="latent must be one of"):
         PSPEncoder(32, W_DIM, latent="z")

@@ -12,6 +12,9 @@ one latent of the prior can draw rather than from a per-layer combination that c
 ``latent="zplus"`` (BEYOND THE PAPER) keeps one style per layer but makes each one a point of W: the heads give one
 z per style and the prior's own frozen mapping network turns each into w, so no style can leave the range of the
 mapping (the CIFAR-10 encoders' layout styles do, ``health.code_offsets``).
+``latent="w_coarse"`` (BEYOND THE PAPER) is W for the coarse styles and W+ for the rest: one head gives one code
+shared by the styles ``k < coarse_end`` (the 4-8 px layers, which set layout), and each finer style keeps its own
+head, so layout must be one the prior draws while detail stays free.
 
 SR-OOD's test-time style mixing replaces styles ``k, k+1, ...`` of the encoded W+ with ``w_avg``
 (``mix_with_mean``), which moves OOD reconstructions further from their inputs than ID ones.
@@ -30,7 +33,7 @@ NORMS = ("batch", "group", "none")
 BLOCKS = ("ir_se", "basic")
 # the paper's W+ (one style per layer) | W (one style for all layers) | Z+ (one z per layer, mapped into W);
 # the last two are beyond the paper
-LATENTS = ("wplus", "w", "zplus")
+LATENTS = ("wplus", "w", "zplus", "w_coarse")
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -117,8 +120,9 @@ class Map2Style(nn.Module):
 
 class PSPEncoder(nn.Module):
     """Eroded image (N, 3, R, R) in [-1, 1] -> W+ offsets from w_avg, shape (N, n_styles, w_dim) (with
-    ``latent="w"`` the same offset repeated for every style; with ``latent="zplus"`` one z per style instead of an
-    offset, so ``w_dim`` is then the generator's z_dim: ``RepairNetwork.encode`` maps each z into W).
+    ``latent="w"`` the same offset repeated for every style, with ``latent="w_coarse"`` for the coarse styles; with
+    ``latent="zplus"`` one z per style instead of an offset, so ``w_dim`` is then the generator's z_dim:
+    ``RepairNetwork.encode`` maps each z into W).
 
     Backbone: a stem at full resolution and three stages, each halving the resolution (R/2, R/4, R/8), giving the
     fine, medium and coarse levels. Styles ``k < coarse_end`` read the coarse level, ``k < middle_end`` the medium
@@ -163,9 +167,11 @@ class PSPEncoder(nn.Module):
         self.lateral_mid = nn.Conv2d(c_mid, fpn_channels, 1)
         self.lateral_fine = nn.Conv2d(c_fine, fpn_channels, 1)
         spatial = {"coarse": resolution // 8, "mid": resolution // 4, "fine": resolution // 2}
-        n_heads = 1 if latent == "w" else n_styles  # W: the one style reads the coarse level (level_of(0))
-        self.heads = nn.ModuleList(
-            Map2Style(fpn_channels, w_dim, spatial[self.level_of(k)], head_init_scale) for k in range(n_heads))
+        # Each head gives the code of a run of consecutive styles and reads the level of the first of them.
+        shared = {"w": n_styles, "w_coarse": self.coarse_end}.get(latent, 1)  # styles the first head's code fills
+        self.head_styles = [(0, shared)] + [(k, 1) for k in range(shared, n_styles)]  # (first style, how many)
+        self.heads = nn.ModuleList(Map2Style(fpn_channels, w_dim, spatial[self.level_of(first)], head_init_scale)
+                                   for first, _ in self.head_styles)
 
     def level_of(self, k: int) -> str:
         """Which pyramid level style ``k`` reads: "coarse", "mid" or "fine"."""
@@ -185,9 +191,8 @@ class PSPEncoder(nn.Module):
         p_fine = self.lateral_fine(c_fine) + F.interpolate(p_mid, size=c_fine.shape[-2:], mode="bilinear",
                                                            align_corners=False)
         levels = {"coarse": p_coarse, "mid": p_mid, "fine": p_fine}
-        if self.latent == "w":
-            return self.heads[0](levels[self.level_of(0)]).unsqueeze(1).expand(-1, self.n_styles, -1)
-        return torch.stack([head(levels[self.level_of(k)]) for k, head in enumerate(self.heads)], dim=1)
+        return torch.cat([head(levels[self.level_of(first)]).unsqueeze(1).expand(-1, n, -1)
+                          for head, (first, n) in zip(self.heads, self.head_styles)], dim=1)
 
 
 def mix_label(k: int | None) -> str | int:
