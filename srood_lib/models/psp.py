@@ -31,8 +31,8 @@ from srood_lib.models.stylegan2 import EqualLinear, Generator, n_latent_for
 
 NORMS = ("batch", "group", "none")
 BLOCKS = ("ir_se", "basic")
-# the paper's W+ (one style per layer) | W (one style for all layers) | Z+ (one z per layer, mapped into W);
-# the last two are beyond the paper
+# the paper's W+ (one style per layer) | W (one style for all layers) | Z+ (one z per layer, mapped into W) |
+# W for the coarse layers and W+ for the rest; all but the first are beyond the paper
 LATENTS = ("wplus", "w", "zplus", "w_coarse")
 
 
@@ -167,8 +167,9 @@ class PSPEncoder(nn.Module):
         self.lateral_mid = nn.Conv2d(c_mid, fpn_channels, 1)
         self.lateral_fine = nn.Conv2d(c_fine, fpn_channels, 1)
         spatial = {"coarse": resolution // 8, "mid": resolution // 4, "fine": resolution // 2}
-        # Each head gives the code of a run of consecutive styles and reads the level of the first of them.
-        shared = {"w": n_styles, "w_coarse": self.coarse_end}.get(latent, 1)  # styles the first head's code fills
+        # Each head gives the code of a run of consecutive styles and reads the level of the first of them. Only the
+        # first run may be longer than one style (with w_coarse and coarse_end 0 it is style 0 alone: plain W+).
+        shared = {"w": n_styles, "w_coarse": max(self.coarse_end, 1)}.get(latent, 1)
         self.head_styles = [(0, shared)] + [(k, 1) for k in range(shared, n_styles)]  # (first style, how many)
         self.heads = nn.ModuleList(Map2Style(fpn_channels, w_dim, spatial[self.level_of(first)], head_init_scale)
                                    for first, _ in self.head_styles)
